@@ -1,0 +1,3 @@
+fn main() {
+    println!("hyok-dev-pki: not yet implemented");
+}

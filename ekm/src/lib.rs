@@ -1,0 +1,1 @@
+//! External key manager: key lifecycle and AES-256-GCM inside a PKCS#11 HSM.

@@ -1,0 +1,1 @@
+//! The KMS side of the HYOK stack.

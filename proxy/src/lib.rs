@@ -1,0 +1,1 @@
+//! XKI proxy library (kept thin; the binary is the product).

@@ -1,0 +1,3 @@
+fn main() {
+    println!("xki-proxy: XKI proxy (XKS-v1 compatible). Not yet implemented: see README.md.");
+}

@@ -1,0 +1,1 @@
+//! Alibaba Cloud OpenAPI request signatures: ACS3-HMAC-SHA256 and the HMAC-SHA1 RPC signature.

@@ -1,0 +1,98 @@
+//! `externalKeyId`: 1 to 128 characters from `[A-Za-z0-9._-]`, opaque to KMS.
+
+use std::fmt;
+
+/// An external key identifier, checked at the boundary.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
+pub struct ExternalKeyId(String);
+
+/// Why a string is not an external key id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidExternalKeyId {
+    /// Empty or longer than 128 characters.
+    #[error("external key id must be 1 to 128 characters long")]
+    Length,
+    /// A character outside `[A-Za-z0-9._-]`.
+    #[error("external key id may only contain A-Z a-z 0-9 . _ -")]
+    Charset,
+}
+
+impl ExternalKeyId {
+    /// Longest accepted id.
+    pub const MAX_LEN: usize = 128;
+
+    /// Parses and validates an external key id.
+    pub fn parse(text: &str) -> Result<Self, InvalidExternalKeyId> {
+        if text.is_empty() || text.len() > Self::MAX_LEN {
+            return Err(InvalidExternalKeyId::Length);
+        }
+        if !text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return Err(InvalidExternalKeyId::Charset);
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ExternalKeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ExternalKeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ExternalKeyId({})", self.0)
+    }
+}
+
+impl std::str::FromStr for ExternalKeyId {
+    type Err = InvalidExternalKeyId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ExternalKeyId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_spec_charset() {
+        for ok in ["a", "foo", "Key-1.2_3", &"x".repeat(128), "0"] {
+            assert_eq!(ExternalKeyId::parse(ok).unwrap().as_str(), ok);
+        }
+    }
+
+    #[test]
+    fn rejects_outside() {
+        assert_eq!(ExternalKeyId::parse(""), Err(InvalidExternalKeyId::Length));
+        assert_eq!(ExternalKeyId::parse(&"x".repeat(129)), Err(InvalidExternalKeyId::Length));
+        for bad in ["a/b", "a b", "ключ", "a%2F", "a+b", "a:b", "..\u{0}"] {
+            assert_eq!(ExternalKeyId::parse(bad), Err(InvalidExternalKeyId::Charset), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn serde_validates() {
+        let id: ExternalKeyId = serde_json::from_str("\"abc\"").unwrap();
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"abc\"");
+        assert!(serde_json::from_str::<ExternalKeyId>("\"a/b\"").is_err());
+    }
+}
