@@ -58,7 +58,10 @@ mod tests {
     #[test]
     fn aad_layout() {
         assert_eq!(xks_aad(b"", b"").unwrap(), vec![0, 0, 0]);
-        assert_eq!(xks_aad(b"ab", b"c").unwrap(), vec![0, 2, b'a', b'b', 1, b'c']);
+        assert_eq!(
+            xks_aad(b"ab", b"c").unwrap(),
+            vec![0, 2, b'a', b'b', 1, b'c']
+        );
         // Moving a byte from AAD to metadata changes the result.
         assert_ne!(xks_aad(b"ab", b"c").unwrap(), xks_aad(b"a", b"bc").unwrap());
         assert_eq!(xks_aad(&vec![0; 65536], b""), Err(AadTooLong));

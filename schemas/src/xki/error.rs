@@ -112,13 +112,20 @@ pub struct ErrorBody {
 impl ErrorBody {
     /// Builds a body, forcing the message into the spec's shape.
     pub fn new(error_name: ErrorName, message: &str) -> Self {
-        Self { error_name, error_message: Some(sanitize_error_message(message)) }
+        Self {
+            error_name,
+            error_message: Some(sanitize_error_message(message)),
+        }
     }
 }
 
 /// Keeps printable ASCII only and cuts to fewer than 512 characters (spec §1.7).
 pub fn sanitize_error_message(message: &str) -> String {
-    message.chars().filter(|c| (' '..='~').contains(c)).take(511).collect()
+    message
+        .chars()
+        .filter(|c| (' '..='~').contains(c))
+        .take(511)
+        .collect()
 }
 
 #[cfg(test)]

@@ -83,9 +83,16 @@ mod tests {
     #[test]
     fn rejects_outside() {
         assert_eq!(ExternalKeyId::parse(""), Err(InvalidExternalKeyId::Length));
-        assert_eq!(ExternalKeyId::parse(&"x".repeat(129)), Err(InvalidExternalKeyId::Length));
+        assert_eq!(
+            ExternalKeyId::parse(&"x".repeat(129)),
+            Err(InvalidExternalKeyId::Length)
+        );
         for bad in ["a/b", "a b", "ключ", "a%2F", "a+b", "a:b", "..\u{0}"] {
-            assert_eq!(ExternalKeyId::parse(bad), Err(InvalidExternalKeyId::Charset), "{bad:?}");
+            assert_eq!(
+                ExternalKeyId::parse(bad),
+                Err(InvalidExternalKeyId::Charset),
+                "{bad:?}"
+            );
         }
     }
 

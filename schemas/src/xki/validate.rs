@@ -24,11 +24,17 @@ pub struct RequestError {
 impl RequestError {
     /// A `ValidationException`.
     pub fn validation(message: impl Into<String>) -> Self {
-        Self { name: ErrorName::ValidationException, message: message.into() }
+        Self {
+            name: ErrorName::ValidationException,
+            message: message.into(),
+        }
     }
 
     fn unsupported(message: impl Into<String>) -> Self {
-        Self { name: ErrorName::UnsupportedOperationException, message: message.into() }
+        Self {
+            name: ErrorName::UnsupportedOperationException,
+            message: message.into(),
+        }
     }
 }
 
@@ -44,7 +50,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_data_bytes: SPEC_MIN_DATA_BYTES, max_aad_bytes: SPEC_MIN_AAD_BYTES }
+        Self {
+            max_data_bytes: SPEC_MIN_DATA_BYTES,
+            max_aad_bytes: SPEC_MIN_AAD_BYTES,
+        }
     }
 }
 
@@ -87,28 +96,38 @@ pub enum Operation {
 /// `kmsRequestId` and `kmsOperation` values are never judged (unknown operations are legal).
 pub fn check_metadata(meta: &RequestMetadata, op: Operation) -> Result<(), RequestError> {
     if meta.kms_operation.is_none() {
-        return Err(RequestError::validation("requestMetadata.kmsOperation is required"));
+        return Err(RequestError::validation(
+            "requestMetadata.kmsOperation is required",
+        ));
     }
     if meta.kms_request_id.is_none() {
-        return Err(RequestError::validation("requestMetadata.kmsRequestId is required"));
+        return Err(RequestError::validation(
+            "requestMetadata.kmsRequestId is required",
+        ));
     }
     if op == Operation::Health {
         return Ok(());
     }
     match &meta.aws_principal_arn {
-        None => return Err(RequestError::validation("requestMetadata.awsPrincipalArn is required")),
+        None => {
+            return Err(RequestError::validation(
+                "requestMetadata.awsPrincipalArn is required",
+            ));
+        }
         Some(arn) if arn.chars().count() > MAX_ARN_CHARS => {
-            return Err(RequestError::validation("requestMetadata.awsPrincipalArn is too long"));
+            return Err(RequestError::validation(
+                "requestMetadata.awsPrincipalArn is too long",
+            ));
         }
         Some(_) => {}
     }
     match &meta.kms_key_arn {
-        None if matches!(op, Operation::Encrypt | Operation::Decrypt) => {
-            Err(RequestError::validation("requestMetadata.kmsKeyArn is required"))
-        }
-        Some(arn) if arn.chars().count() > MAX_ARN_CHARS => {
-            Err(RequestError::validation("requestMetadata.kmsKeyArn is too long"))
-        }
+        None if matches!(op, Operation::Encrypt | Operation::Decrypt) => Err(
+            RequestError::validation("requestMetadata.kmsKeyArn is required"),
+        ),
+        Some(arn) if arn.chars().count() > MAX_ARN_CHARS => Err(RequestError::validation(
+            "requestMetadata.kmsKeyArn is too long",
+        )),
         _ => Ok(()),
     }
 }
@@ -150,7 +169,9 @@ pub struct ValidDecrypt {
 
 fn decode_field(field: &str, text: &str) -> Result<Vec<u8>, RequestError> {
     b64::decode(text).map_err(|_| {
-        RequestError::validation(format!("{field} is not canonical standard Base64 with padding"))
+        RequestError::validation(format!(
+            "{field} is not canonical standard Base64 with padding"
+        ))
     })
 }
 
@@ -169,7 +190,9 @@ fn decode_data(field: &str, text: &str, limits: &Limits) -> Result<Vec<u8>, Requ
     check_data_len(field, text, limits)?;
     let bytes = decode_field(field, text)?;
     if bytes.is_empty() {
-        return Err(RequestError::validation(format!("{field} must not be empty")));
+        return Err(RequestError::validation(format!(
+            "{field} must not be empty"
+        )));
     }
     if bytes.len() > limits.max_data_bytes {
         return Err(RequestError::unsupported(format!(
@@ -181,7 +204,9 @@ fn decode_data(field: &str, text: &str, limits: &Limits) -> Result<Vec<u8>, Requ
 }
 
 fn decode_aad(text: Option<&str>, limits: &Limits) -> Result<Vec<u8>, RequestError> {
-    let Some(text) = text else { return Ok(Vec::new()) };
+    let Some(text) = text else {
+        return Ok(Vec::new());
+    };
     if b64::max_decoded_len(text.len()) > limits.max_aad_bytes + 2 {
         return Err(aad_too_long(limits));
     }
@@ -201,7 +226,9 @@ fn aad_too_long(limits: &Limits) -> RequestError {
 
 fn check_algorithm(algorithm: &str) -> Result<(), RequestError> {
     if algorithm != ENCRYPTION_ALGORITHM {
-        return Err(RequestError::validation("encryptionAlgorithm must be AES_GCM"));
+        return Err(RequestError::validation(
+            "encryptionAlgorithm must be AES_GCM",
+        ));
     }
     Ok(())
 }
@@ -222,7 +249,11 @@ impl EncryptRequest {
         };
         let aad = decode_aad(self.additional_authenticated_data.as_deref(), limits)?;
         let plaintext = Zeroizing::new(decode_data("plaintext", &self.plaintext, limits)?);
-        Ok(ValidEncrypt { plaintext, aad, want_cdiv })
+        Ok(ValidEncrypt {
+            plaintext,
+            aad,
+            want_cdiv,
+        })
     }
 }
 
@@ -247,13 +278,23 @@ impl DecryptRequest {
         };
         let iv = decode_field("initializationVector", &self.initialization_vector)?;
         if !IV_LENGTHS.contains(&iv.len()) {
-            return Err(RequestError::validation("initializationVector must be 12 or 16 bytes"));
+            return Err(RequestError::validation(
+                "initializationVector must be 12 or 16 bytes",
+            ));
         }
         let tag = decode_field("authenticationTag", &self.authentication_tag)?;
         if tag.len() != TAG_BYTES {
-            return Err(RequestError::validation("authenticationTag must be 16 bytes"));
+            return Err(RequestError::validation(
+                "authenticationTag must be 16 bytes",
+            ));
         }
-        Ok(ValidDecrypt { ciphertext, ciphertext_metadata, aad, iv, tag })
+        Ok(ValidDecrypt {
+            ciphertext,
+            ciphertext_metadata,
+            aad,
+            iv,
+            tag,
+        })
     }
 }
 
@@ -268,7 +309,11 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Requ
                 Some((field, _)) => format!("missing field {field}"),
                 None => "missing field".to_owned(),
             },
-            None => format!("malformed JSON body at line {} column {}", e.line(), e.column()),
+            None => format!(
+                "malformed JSON body at line {} column {}",
+                e.line(),
+                e.column()
+            ),
         };
         RequestError::validation(message)
     })
@@ -321,7 +366,10 @@ mod tests {
         req.additional_authenticated_data = Some(b64::encode(vec![1u8; 8192]));
         req.ciphertext_data_integrity_value_algorithm = Some("SHA_256".into());
         let ok = req.validate(&limits).unwrap();
-        assert_eq!((ok.plaintext.len(), ok.aad.len(), ok.want_cdiv), (4300, 8192, true));
+        assert_eq!(
+            (ok.plaintext.len(), ok.aad.len(), ok.want_cdiv),
+            (4300, 8192, true)
+        );
         let mut d = decrypt();
         d.ciphertext = b64::encode([7u8; 4300]);
         d.initialization_vector = b64::encode([0u8; 16]);
@@ -339,11 +387,31 @@ mod tests {
         );
         let mut req = encrypt(b"x");
         req.additional_authenticated_data = Some(b64::encode(vec![1u8; 8193]));
-        assert_eq!(name_of(req.validate(&limits)), ErrorName::UnsupportedOperationException);
-        let big = Limits { max_data_bytes: 6144, max_aad_bytes: 65535 };
+        assert_eq!(
+            name_of(req.validate(&limits)),
+            ErrorName::UnsupportedOperationException
+        );
+        let big = Limits {
+            max_data_bytes: 6144,
+            max_aad_bytes: 65535,
+        };
         assert!(encrypt(&[7u8; 6144]).validate(&big).is_ok());
-        assert!(Limits { max_data_bytes: 100, ..big }.checked().is_err());
-        assert!(Limits { max_aad_bytes: 70000, ..big }.checked().is_err());
+        assert!(
+            Limits {
+                max_data_bytes: 100,
+                ..big
+            }
+            .checked()
+            .is_err()
+        );
+        assert!(
+            Limits {
+                max_aad_bytes: 70000,
+                ..big
+            }
+            .checked()
+            .is_err()
+        );
     }
 
     #[test]
@@ -351,10 +419,34 @@ mod tests {
         let limits = Limits::default();
         let cases: Vec<(&str, EncryptRequest)> = vec![
             ("empty plaintext", encrypt(b"")),
-            ("url-safe", EncryptRequest { plaintext: "-_-_".into(), ..encrypt(b"x") }),
-            ("no padding", EncryptRequest { plaintext: "YQ".into(), ..encrypt(b"x") }),
-            ("whitespace", EncryptRequest { plaintext: "YW Jj".into(), ..encrypt(b"x") }),
-            ("algorithm", EncryptRequest { encryption_algorithm: "AES_CBC".into(), ..encrypt(b"x") }),
+            (
+                "url-safe",
+                EncryptRequest {
+                    plaintext: "-_-_".into(),
+                    ..encrypt(b"x")
+                },
+            ),
+            (
+                "no padding",
+                EncryptRequest {
+                    plaintext: "YQ".into(),
+                    ..encrypt(b"x")
+                },
+            ),
+            (
+                "whitespace",
+                EncryptRequest {
+                    plaintext: "YW Jj".into(),
+                    ..encrypt(b"x")
+                },
+            ),
+            (
+                "algorithm",
+                EncryptRequest {
+                    encryption_algorithm: "AES_CBC".into(),
+                    ..encrypt(b"x")
+                },
+            ),
             (
                 "cdiv algorithm",
                 EncryptRequest {
@@ -365,14 +457,20 @@ mod tests {
             (
                 "no principal",
                 EncryptRequest {
-                    request_metadata: RequestMetadata { aws_principal_arn: None, ..meta() },
+                    request_metadata: RequestMetadata {
+                        aws_principal_arn: None,
+                        ..meta()
+                    },
                     ..encrypt(b"x")
                 },
             ),
             (
                 "no key arn",
                 EncryptRequest {
-                    request_metadata: RequestMetadata { kms_key_arn: None, ..meta() },
+                    request_metadata: RequestMetadata {
+                        kms_key_arn: None,
+                        ..meta()
+                    },
                     ..encrypt(b"x")
                 },
             ),
@@ -388,7 +486,11 @@ mod tests {
             ),
         ];
         for (what, req) in cases {
-            assert_eq!(name_of(req.validate(&limits)), ErrorName::ValidationException, "{what}");
+            assert_eq!(
+                name_of(req.validate(&limits)),
+                ErrorName::ValidationException,
+                "{what}"
+            );
         }
         let d = |f: fn(&mut DecryptRequest)| {
             let mut r = decrypt();
@@ -396,10 +498,22 @@ mod tests {
             name_of(r.validate(&limits))
         };
         assert!(decrypt().validate(&limits).is_ok());
-        assert_eq!(d(|r| r.initialization_vector = b64::encode([0u8; 13])), ErrorName::ValidationException);
-        assert_eq!(d(|r| r.authentication_tag = b64::encode([0u8; 12])), ErrorName::ValidationException);
-        assert_eq!(d(|r| r.ciphertext_metadata = Some(b64::encode([0u8; 21]))), ErrorName::ValidationException);
-        assert_eq!(d(|r| r.ciphertext = String::new()), ErrorName::ValidationException);
+        assert_eq!(
+            d(|r| r.initialization_vector = b64::encode([0u8; 13])),
+            ErrorName::ValidationException
+        );
+        assert_eq!(
+            d(|r| r.authentication_tag = b64::encode([0u8; 12])),
+            ErrorName::ValidationException
+        );
+        assert_eq!(
+            d(|r| r.ciphertext_metadata = Some(b64::encode([0u8; 21]))),
+            ErrorName::ValidationException
+        );
+        assert_eq!(
+            d(|r| r.ciphertext = String::new()),
+            ErrorName::ValidationException
+        );
     }
 
     #[test]
@@ -411,18 +525,29 @@ mod tests {
         };
         assert!(check_metadata(&health, Operation::Health).is_ok());
         assert!(check_metadata(&health, Operation::Metadata).is_err());
-        let create = RequestMetadata { kms_key_arn: None, ..meta() };
+        let create = RequestMetadata {
+            kms_key_arn: None,
+            ..meta()
+        };
         assert!(check_metadata(&create, Operation::Metadata).is_ok());
-        let unknown_op = RequestMetadata { kms_operation: Some("BulkEncrypt".into()), ..meta() };
+        let unknown_op = RequestMetadata {
+            kms_operation: Some("BulkEncrypt".into()),
+            ..meta()
+        };
         assert!(check_metadata(&unknown_op, Operation::Encrypt).is_ok());
-        let no_op = RequestMetadata { kms_operation: None, ..meta() };
+        let no_op = RequestMetadata {
+            kms_operation: None,
+            ..meta()
+        };
         assert!(check_metadata(&no_op, Operation::Health).is_err());
     }
 
     #[test]
     fn json_errors_never_echo_data() {
         let secret = "c2VjcmV0IHBsYWludGV4dA==";
-        let body = format!(r#"{{"requestMetadata":{{}},"plaintext":{{"x":"{secret}"}},"encryptionAlgorithm":"AES_GCM"}}"#);
+        let body = format!(
+            r#"{{"requestMetadata":{{}},"plaintext":{{"x":"{secret}"}},"encryptionAlgorithm":"AES_GCM"}}"#
+        );
         let err = parse_json::<EncryptRequest>(body.as_bytes()).unwrap_err();
         assert_eq!(err.name, ErrorName::ValidationException);
         assert!(!err.message.contains(secret), "{}", err.message);

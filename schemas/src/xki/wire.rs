@@ -194,7 +194,9 @@ impl MetadataResponse {
         if self.key_spec != KeySpec::Aes256 {
             return Some("external key spec is not AES_256");
         }
-        if !self.key_usage.contains(&KeyUsage::Encrypt) || !self.key_usage.contains(&KeyUsage::Decrypt) {
+        if !self.key_usage.contains(&KeyUsage::Encrypt)
+            || !self.key_usage.contains(&KeyUsage::Decrypt)
+        {
             return Some("external key usage lacks ENCRYPT or DECRYPT");
         }
         if self.key_status != KeyStatus::Enabled {
@@ -250,7 +252,9 @@ impl HealthResponse {
 
     /// True when every entry is UNAVAILABLE (KMS then reports the proxy as not reachable).
     pub fn all_unavailable(&self) -> bool {
-        self.ekm_fleet_details.iter().all(|e| e.health_status == HealthStatus::Unavailable)
+        self.ekm_fleet_details
+            .iter()
+            .all(|e| e.health_status == HealthStatus::Unavailable)
     }
 }
 
@@ -262,9 +266,15 @@ mod tests {
     fn unknown_fields_ignored_and_compact() {
         let json = r#"{"requestMetadata":{"kmsRequestId":"","kmsOperation":"BulkEncrypt","futureField":{"a":1}},"plaintext":"AA==","encryptionAlgorithm":"AES_GCM","newTopLevel":true}"#;
         let req: EncryptRequest = serde_json::from_str(json).unwrap();
-        assert_eq!(req.request_metadata.kms_operation.as_deref(), Some("BulkEncrypt"));
+        assert_eq!(
+            req.request_metadata.kms_operation.as_deref(),
+            Some("BulkEncrypt")
+        );
         assert_eq!(req.request_metadata.kms_request_id.as_deref(), Some(""));
-        assert!(!format!("{req:?}").contains("AA=="), "plaintext must not reach Debug output");
+        assert!(
+            !format!("{req:?}").contains("AA=="),
+            "plaintext must not reach Debug output"
+        );
         let out = serde_json::to_string(&req).unwrap();
         assert!(!out.contains('\n') && !out.contains(": "));
     }
@@ -282,7 +292,8 @@ mod tests {
         );
         assert_eq!(good.unusable_reason(), None);
         let rsa: MetadataResponse =
-            serde_json::from_str(r#"{"keySpec":"RSA_0","keyUsage":[],"keyStatus":"ENABLED"}"#).unwrap();
+            serde_json::from_str(r#"{"keySpec":"RSA_0","keyUsage":[],"keyStatus":"ENABLED"}"#)
+                .unwrap();
         assert_eq!(rsa.key_spec, KeySpec::Other("RSA_0".into()));
         assert!(rsa.unusable_reason().is_some());
         let wrap: MetadataResponse = serde_json::from_str(
@@ -290,8 +301,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(wrap.key_usage[2], KeyUsage::Other("FROBNICATE".into()));
-        assert_eq!(wrap.unusable_reason(), Some("external key usage lacks ENCRYPT or DECRYPT"));
-        let disabled = MetadataResponse { key_status: KeyStatus::Disabled, ..good };
-        assert_eq!(disabled.unusable_reason(), Some("external key is not ENABLED"));
+        assert_eq!(
+            wrap.unusable_reason(),
+            Some("external key usage lacks ENCRYPT or DECRYPT")
+        );
+        let disabled = MetadataResponse {
+            key_status: KeyStatus::Disabled,
+            ..good
+        };
+        assert_eq!(
+            disabled.unusable_reason(),
+            Some("external key is not ENABLED")
+        );
     }
 }
