@@ -21,6 +21,8 @@ pub const DEFAULT_LEAF_VALIDITY_DAYS: u32 = 825;
 pub const DEFAULT_CA_VALIDITY_DAYS: u32 = 3650;
 /// Certificates start this long before "now", to tolerate clocks that disagree a little.
 const CLOCK_SKEW: Duration = Duration::hours(1);
+/// Hex digits of the key hash written in a CA's subject.
+const CA_KEY_ID_HEX_LEN: usize = 16;
 /// X.520 upper bound for a common name.
 const MAX_COMMON_NAME_LEN: usize = 64;
 
@@ -150,12 +152,15 @@ impl Authority {
     pub fn with_validity_days(common_name: &str, validity_days: u32) -> Result<Self, Error> {
         validate_common_name(common_name)?;
         if validity_days == 0 {
-            return Err(Error::InvalidValidity("the CA needs at least one day".to_owned()));
+            return Err(Error::InvalidValidity(
+                "the CA needs at least one day".to_owned(),
+            ));
         }
         let what = || format!("CA certificate {common_name:?}");
+        let key = new_key(what)?;
         let now = now_utc();
         let mut params = CertificateParams::default();
-        params.distinguished_name = subject(common_name);
+        params.distinguished_name = ca_subject(common_name, &key);
         params.not_before = now - CLOCK_SKEW;
         params.not_after = now + Duration::days(i64::from(validity_days));
         // pathlen 0: this CA signs leaves only, never another CA.
@@ -165,7 +170,6 @@ impl Authority {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
-        let key = new_key(what)?;
         let cert = params.self_signed(&key).map_err(|source| Error::Generate {
             what: what(),
             source,
@@ -211,7 +215,11 @@ impl Authority {
     }
 
     /// A client certificate (`clientAuth`) with the default validity.
-    pub fn issue_client(&self, common_name: &str, dns_names: &[&str]) -> Result<CertifiedKey, Error> {
+    pub fn issue_client(
+        &self,
+        common_name: &str,
+        dns_names: &[&str],
+    ) -> Result<CertifiedKey, Error> {
         self.issue(&LeafSpec::client(common_name, dns_names))
     }
 
@@ -303,6 +311,21 @@ fn subject(common_name: &str) -> rcgen::DistinguishedName {
     name
 }
 
+/// A CA's subject also names its key: two dev CAs with the same common name then still have
+/// different names, so a verifier reports a foreign leaf as "unknown issuer" (not as a bad
+/// signature from a look-alike) and an operator can tell the two apart.
+fn ca_subject(common_name: &str, key: &KeyPair) -> rcgen::DistinguishedName {
+    let key_id = crate::sha256_fingerprint_der(key.public_key_raw());
+    let mut name = rcgen::DistinguishedName::new();
+    name.push(DnType::OrganizationName, ORGANIZATION);
+    name.push(
+        DnType::OrganizationalUnitName,
+        format!("CA key {}", &key_id[..CA_KEY_ID_HEX_LEN]),
+    );
+    name.push(DnType::CommonName, common_name);
+    name
+}
+
 fn new_key(what: impl Fn() -> String) -> Result<KeyPair, Error> {
     KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|source| Error::Generate {
         what: format!("key for {}", what()),
@@ -389,10 +412,23 @@ mod tests {
 
     #[test]
     fn dns_names_are_validated() {
-        for good in ["ekm", "localhost", "xki-proxy.example.com", "*.xks.example.com"] {
+        for good in [
+            "ekm",
+            "localhost",
+            "xki-proxy.example.com",
+            "*.xks.example.com",
+        ] {
             validate_dns_name(good).unwrap();
         }
-        for bad in ["", "127.0.0.1", "::1", "a b", "*", "foo.*.example", "-x-.example..com"] {
+        for bad in [
+            "",
+            "127.0.0.1",
+            "::1",
+            "a b",
+            "*",
+            "foo.*.example",
+            "-x-.example..com",
+        ] {
             assert!(
                 matches!(validate_dns_name(bad), Err(Error::InvalidName { .. })),
                 "{bad:?} accepted"
@@ -405,12 +441,21 @@ mod tests {
         let ca = Authority::new("refusing CA").unwrap();
         let mut inverted = LeafSpec::server("s", &["s"], &[]);
         std::mem::swap(&mut inverted.not_before, &mut inverted.not_after);
-        assert!(matches!(ca.issue(&inverted), Err(Error::InvalidValidity(_))));
-        assert!(matches!(ca.issue_client("", &[]), Err(Error::InvalidName { .. })));
+        assert!(matches!(
+            ca.issue(&inverted),
+            Err(Error::InvalidValidity(_))
+        ));
+        assert!(matches!(
+            ca.issue_client("", &[]),
+            Err(Error::InvalidName { .. })
+        ));
         assert!(matches!(
             ca.issue_server("s", &["not a name"], &[]),
             Err(Error::InvalidName { .. })
         ));
-        assert!(matches!(Authority::with_validity_days("ca", 0), Err(Error::InvalidValidity(_))));
+        assert!(matches!(
+            Authority::with_validity_days("ca", 0),
+            Err(Error::InvalidValidity(_))
+        ));
     }
 }

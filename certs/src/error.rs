@@ -15,8 +15,8 @@ pub enum Error {
         source: rcgen::Error,
     },
 
-    /// A name given for a DNS subject alternative name (or a common name) is not usable.
-    #[error("invalid DNS name {name:?}: {reason}")]
+    /// A common name or DNS subject alternative name is not usable.
+    #[error("invalid name {name:?}: {reason}")]
     InvalidName {
         /// The rejected name.
         name: String,
@@ -91,7 +91,11 @@ fn display_paths(paths: &[PathBuf]) -> String {
 }
 
 impl Error {
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
         Self::Io {
             action,
             path: path.into(),
