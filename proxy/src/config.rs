@@ -1,0 +1,464 @@
+//! Proxy configuration: one TOML file, every key overridable by `XKI_PROXY__<SECTION>__<KEY>`
+//! environment variables; secrets only by reference (`*_env` or `*_file`), never inline.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use schemas::sigv4::Secret;
+use serde::Deserialize;
+
+use crate::policy::Rule;
+
+/// Environment prefix of every override.
+pub const ENV_PREFIX: &str = "XKI_PROXY";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The KMS-facing HTTPS listener.
+    pub server: ServerConfig,
+    /// The plain-HTTP operations listener (`/ping`, `/ready`, `/metrics`, admin).
+    #[serde(default)]
+    pub ops: OpsConfig,
+    /// Request limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// What the health response says about this proxy.
+    #[serde(default)]
+    pub health: HealthConfig,
+    /// Key metadata cache.
+    #[serde(default)]
+    pub cache: CacheConfig,
+    /// Where keys live.
+    pub backend: BackendConfig,
+    /// The logical key stores (URI prefixes) this proxy serves.
+    #[serde(rename = "key_store", default)]
+    pub key_stores: Vec<KeyStoreConfig>,
+}
+
+/// The KMS-facing listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Listen address (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Server certificate chain (PEM).
+    pub cert_file: PathBuf,
+    /// Server private key (PEM, PKCS#8 or SEC1/PKCS#1).
+    pub key_file: PathBuf,
+    /// Optional mutual TLS.
+    #[serde(default)]
+    pub mtls: Option<MtlsConfig>,
+    /// Worker threads (default: one per core).
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// Keep-alive idle timeout; longer than a cloud load balancer's 350 s.
+    #[serde(default = "default_keep_alive_secs")]
+    pub keep_alive_secs: u64,
+}
+
+fn default_keep_alive_secs() -> u64 {
+    400
+}
+
+/// Mutual TLS on the KMS-facing listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MtlsConfig {
+    /// CA certificates (PEM) client certificates must chain to.
+    pub ca_files: Vec<PathBuf>,
+    /// Accepted client names: a client passes when its CN or one of its DNS SANs is listed
+    /// (e.g. `cks.kms.<region>.amazonaws.com`). Empty: any certificate from the CAs.
+    #[serde(default)]
+    pub allowed_names: Vec<String>,
+    /// Send precise TLS alerts instead of an opaque `handshake_failure` (debugging only).
+    #[serde(default)]
+    pub precise_alerts: bool,
+}
+
+/// The operations listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsConfig {
+    /// Listen address; loopback by default because it also serves the admin API.
+    #[serde(default = "default_ops_listen")]
+    pub listen: SocketAddr,
+    /// Bearer token for `/admin/*` (env or file). Without it the admin API is off.
+    #[serde(default)]
+    pub admin_token: Option<SecretRef>,
+}
+
+impl Default for OpsConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_ops_listen(),
+            admin_token: None,
+        }
+    }
+}
+
+fn default_ops_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9180))
+}
+
+/// Request limits.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest plaintext/ciphertext in bytes (≥ 4300).
+    #[serde(default = "default_max_data")]
+    pub max_data_bytes: usize,
+    /// Largest AAD in bytes (8192..=65535).
+    #[serde(default = "default_max_aad")]
+    pub max_aad_bytes: usize,
+    /// Per-request deadline for the backend (queue + HSM), in milliseconds. KMS gives up after
+    /// 250 ms; answering a clean retryable error before that is the point.
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
+    /// Allowed clock skew of signed requests, in seconds.
+    #[serde(default = "default_skew")]
+    pub max_clock_skew_secs: u64,
+}
+
+fn default_max_data() -> usize {
+    schemas::xki::SPEC_MIN_DATA_BYTES
+}
+fn default_max_aad() -> usize {
+    schemas::xki::SPEC_MIN_AAD_BYTES
+}
+fn default_deadline_ms() -> u64 {
+    200
+}
+fn default_skew() -> u64 {
+    300
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_data_bytes: default_max_data(),
+            max_aad_bytes: default_max_aad(),
+            deadline_ms: default_deadline_ms(),
+            max_clock_skew_secs: default_skew(),
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The protocol limits.
+    pub fn xki(&self) -> schemas::xki::Limits {
+        schemas::xki::Limits {
+            max_data_bytes: self.max_data_bytes,
+            max_aad_bytes: self.max_aad_bytes,
+        }
+    }
+
+    /// The backend deadline.
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
+    }
+}
+
+/// Health response settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// `xksProxyFleetSize`: proxies behind the load balancer.
+    #[serde(default = "one")]
+    pub fleet_size: u32,
+    /// How often the deep health is refreshed, in seconds (≤ 30).
+    #[serde(default = "default_health_interval")]
+    pub interval_secs: u64,
+}
+
+fn one() -> u32 {
+    1
+}
+fn default_health_interval() -> u64 {
+    15
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            fleet_size: 1,
+            interval_secs: default_health_interval(),
+        }
+    }
+}
+
+/// Metadata cache settings.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Time a key's metadata is served from cache, in milliseconds. A key disabled through
+    /// another proxy or directly at the EKM reports DISABLED in metadata within this bound.
+    #[serde(default = "default_cache_ttl")]
+    pub metadata_ttl_ms: u64,
+}
+
+fn default_cache_ttl() -> u64 {
+    5_000
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            metadata_ttl_ms: default_cache_ttl(),
+        }
+    }
+}
+
+/// Where the proxy finds its keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum BackendConfig {
+    /// A remote EKM over HTTPS with mutual TLS (the default deployment).
+    Remote {
+        /// Base URL, e.g. `https://ekm:9443`.
+        url: String,
+        /// CA (PEM) that issued the EKM's server certificate.
+        ca_file: PathBuf,
+        /// Client certificate (PEM) the proxy presents.
+        cert_file: PathBuf,
+        /// Its private key.
+        key_file: PathBuf,
+        /// Pooled idle connections per host.
+        #[serde(default = "default_pool")]
+        pool_max_idle: usize,
+    },
+    /// The EKM library in this process (one binary, small sites and benchmarks).
+    InProcess {
+        /// The EKM's own configuration file.
+        ekm_config: PathBuf,
+    },
+}
+
+fn default_pool() -> usize {
+    64
+}
+
+/// A secret given by reference.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    /// Environment variable holding the secret.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// File holding the secret (trailing newline ignored).
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+impl SecretRef {
+    /// Reads the secret.
+    pub fn resolve(&self) -> Result<Secret, ConfigError> {
+        match (&self.env, &self.file) {
+            (Some(var), None) => std::env::var(var)
+                .map(Secret::new)
+                .map_err(|_| ConfigError::Secret(format!("environment variable {var} is not set"))),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|s| Secret::new(s.trim_end_matches(['\n', '\r']).to_owned()))
+                .map_err(|e| ConfigError::Secret(format!("{}: {e}", path.display()))),
+            _ => Err(ConfigError::Secret(
+                "give exactly one of env or file".into(),
+            )),
+        }
+    }
+}
+
+/// One logical key store: a URI path prefix with its own credentials and rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyStoreConfig {
+    /// Path prefix before `/kms/xks/v1` (`""` or e.g. `/tenant-a`).
+    #[serde(default)]
+    pub prefix: String,
+    /// SigV4 credentials; two or more at once for rotation.
+    pub credentials: Vec<CredentialConfig>,
+    /// Regions whose signatures are accepted.
+    pub regions: Vec<String>,
+    /// External key ids this store may use; `["*"]` (the default) = every key in the EKM.
+    #[serde(default = "all_keys")]
+    pub keys: Vec<String>,
+    /// Requests per second for this prefix (token bucket); none = unlimited.
+    #[serde(default)]
+    pub quota: Option<QuotaConfig>,
+    /// Secondary authorization rules (health is always exempt); none = trust KMS.
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<Rule>,
+}
+
+fn all_keys() -> Vec<String> {
+    vec!["*".into()]
+}
+
+/// A SigV4 credential.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialConfig {
+    /// AccessKeyId, `[A-Z2-7]{20,30}`.
+    pub access_key_id: String,
+    /// Where the secret is.
+    pub secret: SecretRef,
+}
+
+/// Token-bucket quota.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// Sustained requests per second.
+    pub per_second: u32,
+    /// Burst size (default: one second's worth).
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML or field error.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    /// A secret cannot be read.
+    #[error("secret: {0}")]
+    Secret(String),
+}
+
+impl Config {
+    /// Reads `path` and applies `XKI_PROXY__…` overrides from the process environment.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml(&text, std::env::vars(), base)
+    }
+
+    /// Parses TOML text with the given environment; relative paths resolve against `base`.
+    pub fn from_toml(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+        base: &Path,
+    ) -> Result<Self, ConfigError> {
+        let mut value: toml::Value =
+            toml::from_str(text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        schemas::config::overlay_env(&mut value, ENV_PREFIX, env)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let mut config: Config = value
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        config.resolve_paths(base);
+        config.check()?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.server.cert_file);
+        fix(&mut self.server.key_file);
+        if let Some(m) = &mut self.server.mtls {
+            m.ca_files.iter_mut().for_each(fix);
+        }
+        match &mut self.backend {
+            BackendConfig::Remote {
+                ca_file,
+                cert_file,
+                key_file,
+                ..
+            } => {
+                fix(ca_file);
+                fix(cert_file);
+                fix(key_file);
+            }
+            BackendConfig::InProcess { ekm_config } => fix(ekm_config),
+        }
+        let secret_files = self
+            .key_stores
+            .iter_mut()
+            .flat_map(|s| {
+                s.credentials
+                    .iter_mut()
+                    .filter_map(|c| c.secret.file.as_mut())
+            })
+            .chain(
+                self.ops
+                    .admin_token
+                    .iter_mut()
+                    .filter_map(|t| t.file.as_mut()),
+            );
+        secret_files.for_each(fix);
+    }
+
+    /// Semantic checks the types cannot express.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        self.limits
+            .xki()
+            .checked()
+            .map_err(|m| ConfigError::Invalid(m.into()))?;
+        if self.limits.deadline_ms == 0 {
+            return invalid("limits.deadline_ms must be positive".into());
+        }
+        if self.health.fleet_size == 0 {
+            return invalid("health.fleet_size must be at least 1".into());
+        }
+        if !(1..=30).contains(&self.health.interval_secs) {
+            return invalid("health.interval_secs must be 1 to 30".into());
+        }
+        if self.key_stores.is_empty() {
+            return invalid("at least one [[key_store]] is required".into());
+        }
+        let mut prefixes = std::collections::HashSet::new();
+        for store in &self.key_stores {
+            crate::tenancy::check_prefix(&store.prefix)
+                .map_err(|m| ConfigError::Invalid(m.into()))?;
+            if !prefixes.insert(store.prefix.as_str()) {
+                return invalid(format!("key store prefix {:?} appears twice", store.prefix));
+            }
+            if store.credentials.is_empty() {
+                return invalid(format!("key store {:?} has no credentials", store.prefix));
+            }
+            if store.regions.is_empty() {
+                return invalid(format!("key store {:?} has no regions", store.prefix));
+            }
+            for c in &store.credentials {
+                crate::credentials::check_access_key_id(&c.access_key_id)
+                    .map_err(|m| ConfigError::Invalid(format!("{}: {m}", c.access_key_id)))?;
+            }
+            if let Some(q) = store.quota {
+                if q.per_second == 0 || q.burst == Some(0) {
+                    return invalid(format!(
+                        "key store {:?}: quota must be positive",
+                        store.prefix
+                    ));
+                }
+            }
+            for k in &store.keys {
+                if k != "*" && schemas::xki::ExternalKeyId::parse(k).is_err() {
+                    return invalid(format!(
+                        "key store {:?}: {k:?} is not an external key id",
+                        store.prefix
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

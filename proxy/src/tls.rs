@@ -1,0 +1,336 @@
+//! TLS for the KMS-facing listener: the spec's cipher suites on TLS 1.2/1.3, a server
+//! certificate and client-CA set that reload without restart, and mTLS that accepts a client
+//! when its chain ends at a configured CA *and* its CN or a DNS SAN is an allowed name.
+//!
+//! Any client-certificate failure aborts the handshake with an opaque `handshake_failure` alert
+//! (unless `precise_alerts`), so a prober learns nothing about the configured CA or names.
+//! A client that sends no certificate at all gets TLS 1.3's `certificate_required` alert.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+};
+
+use crate::config::{MtlsConfig, ServerConfig as ListenerConfig};
+
+/// A TLS setup problem.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A PEM file cannot be read or holds nothing usable.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// rustls refused the material.
+    #[error("TLS: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The client verifier cannot be built (e.g. an empty CA set).
+    #[error("client CA: {0}")]
+    ClientCa(String),
+}
+
+fn file_err(path: &Path, reason: impl ToString) -> TlsError {
+    TlsError::File {
+        path: path.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The crypto provider restricted to the spec's suites.
+pub fn provider() -> Arc<CryptoProvider> {
+    use rustls::crypto::ring::cipher_suite as cs;
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites = vec![
+        cs::TLS13_AES_256_GCM_SHA384,
+        cs::TLS13_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    ];
+    Arc::new(provider)
+}
+
+/// Reads every certificate of a PEM file.
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = std::fs::read(path).map_err(|e| file_err(path, e))?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| file_err(path, e))?;
+    if certs.is_empty() {
+        return Err(file_err(path, "no certificate in file"));
+    }
+    Ok(certs)
+}
+
+/// Reads the private key of a PEM file.
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = std::fs::read(path).map_err(|e| file_err(path, e))?;
+    rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|e| file_err(path, e))?
+        .ok_or_else(|| file_err(path, "no private key in file"))
+}
+
+/// Builds a root store from PEM CA files.
+pub fn read_roots(paths: &[PathBuf]) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for path in paths {
+        for cert in read_certs(path)? {
+            roots.add(cert).map_err(|e| file_err(path, e))?;
+        }
+    }
+    Ok(roots)
+}
+
+/// The server certificate, swappable at run time.
+#[derive(Debug)]
+pub struct ReloadableCert {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ReloadableCert {
+    /// Loads the certificate chain and key.
+    pub fn load(cert_file: &Path, key_file: &Path) -> Result<Self, TlsError> {
+        Ok(Self {
+            current: RwLock::new(Arc::new(load_certified_key(cert_file, key_file)?)),
+        })
+    }
+
+    /// Replaces the certificate; on error the old one stays.
+    pub fn reload(&self, cert_file: &Path, key_file: &Path) -> Result<(), TlsError> {
+        let next = Arc::new(load_certified_key(cert_file, key_file)?);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = next;
+        Ok(())
+    }
+
+    /// The leaf certificate in force (DER).
+    pub fn leaf(&self) -> Option<CertificateDer<'static>> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .cert
+            .first()
+            .cloned()
+    }
+}
+
+fn load_certified_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, TlsError> {
+    let certs = read_certs(cert_file)?;
+    let key = read_key(key_file)?;
+    let certified = CertifiedKey::from_der(certs, key, &provider())?;
+    Ok(certified)
+}
+
+impl ResolvesServerCert for ReloadableCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+}
+
+/// mTLS verifier: CA chain (reloadable) + allowed names, opaque failures.
+#[derive(Debug)]
+pub struct ClientVerifier {
+    inner: RwLock<Arc<dyn ClientCertVerifier>>,
+    allowed_names: RwLock<Vec<String>>,
+    precise_alerts: bool,
+}
+
+impl ClientVerifier {
+    /// Builds the verifier from the mTLS section.
+    pub fn new(config: &MtlsConfig) -> Result<Self, TlsError> {
+        Ok(Self {
+            inner: RwLock::new(webpki_verifier(&config.ca_files)?),
+            allowed_names: RwLock::new(config.allowed_names.clone()),
+            precise_alerts: config.precise_alerts,
+        })
+    }
+
+    /// Replaces the CA set and names; on error the old ones stay.
+    pub fn reload(&self, config: &MtlsConfig) -> Result<(), TlsError> {
+        let inner = webpki_verifier(&config.ca_files)?;
+        *self.inner.write().unwrap_or_else(|e| e.into_inner()) = inner;
+        *self
+            .allowed_names
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = config.allowed_names.clone();
+        Ok(())
+    }
+
+    fn inner(&self) -> Arc<dyn ClientCertVerifier> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn fail(&self, precise: rustls::Error, reason: &str) -> rustls::Error {
+        tracing::warn!(target: "xki_proxy::tls", reason, "client certificate refused");
+        if self.precise_alerts {
+            precise
+        } else {
+            rustls::Error::General("client certificate refused".into())
+        }
+    }
+}
+
+fn webpki_verifier(ca_files: &[PathBuf]) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let roots = read_roots(ca_files)?;
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| TlsError::ClientCa(e.to_string()))
+}
+
+/// The CN and DNS SANs of a certificate.
+pub fn certificate_names(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = cert
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok().map(str::to_owned))
+        .collect();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(dns) = name {
+                names.push((*dns).to_owned());
+            }
+        }
+    }
+    names
+}
+
+impl ClientCertVerifier for ClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // Hints would tell a prober which CA we trust; send none.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner()
+            .verify_client_cert(end_entity, intermediates, now)
+            .map_err(|e| {
+                let reason = e.to_string();
+                self.fail(e, &reason)
+            })?;
+        let allowed = self.allowed_names.read().unwrap_or_else(|e| e.into_inner());
+        if allowed.is_empty() {
+            return Ok(verified);
+        }
+        let names = certificate_names(end_entity);
+        if names
+            .iter()
+            .any(|n| allowed.iter().any(|a| a.eq_ignore_ascii_case(n)))
+        {
+            Ok(verified)
+        } else {
+            Err(self.fail(
+                rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName),
+                "client certificate name not allowed",
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner().supported_verify_schemes()
+    }
+}
+
+/// The live TLS material of the listener, kept to reload it.
+#[derive(Debug, Clone)]
+pub struct TlsState {
+    /// Server certificate.
+    pub cert: Arc<ReloadableCert>,
+    /// Client verifier, when mTLS is on.
+    pub client: Option<Arc<ClientVerifier>>,
+}
+
+impl TlsState {
+    /// Loads everything the listener needs.
+    pub fn load(listener: &ListenerConfig) -> Result<Self, TlsError> {
+        let cert = Arc::new(ReloadableCert::load(
+            &listener.cert_file,
+            &listener.key_file,
+        )?);
+        let client = listener
+            .mtls
+            .as_ref()
+            .map(ClientVerifier::new)
+            .transpose()?
+            .map(Arc::new);
+        Ok(Self { cert, client })
+    }
+
+    /// Reloads certificate and client CAs in place (mTLS cannot be switched on or off live).
+    pub fn reload(&self, listener: &ListenerConfig) -> Result<(), TlsError> {
+        self.cert.reload(&listener.cert_file, &listener.key_file)?;
+        if let (Some(verifier), Some(mtls)) = (&self.client, &listener.mtls) {
+            verifier.reload(mtls)?;
+        }
+        Ok(())
+    }
+
+    /// The rustls configuration (TLS 1.2 + 1.3, spec suites, session tickets).
+    pub fn server_config(&self) -> Result<ServerConfig, TlsError> {
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+        let builder = match &self.client {
+            Some(v) => builder.with_client_cert_verifier(v.clone()),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(self.cert.clone());
+        config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(config)
+    }
+}
+
+/// SHA-256 fingerprint of a certificate: lower-case hex of its DER (what a KMS instance pins).
+pub fn fingerprint(der: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(der))
+}

@@ -1,0 +1,424 @@
+//! The XKI routes. One handler decides, in the spec's order: path (InvalidUriPathException,
+//! before authentication), method (405), body size (413, before authentication), SigV4,
+//! per-prefix quota, JSON and field validation, key allow-list, secondary authorization, then
+//! the key manager.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::http::{Method, header};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use futures_util::StreamExt as _;
+use schemas::b64;
+use schemas::sigv4::RequestParts;
+use schemas::xki::validate::{Operation, check_metadata, parse_json};
+use schemas::xki::{
+    DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, ErrorName, ExternalKeyId,
+    HealthRequest, KeySpec, KeyStatus, KeyUsage, MetadataRequest, MetadataResponse,
+    RequestMetadata,
+};
+
+use crate::error::XkiError;
+use crate::health::HealthCache;
+use crate::metrics::{ErrorLabels, Metrics, OpLabel};
+use crate::policy;
+use crate::tenancy::{KeyOp, KeyStore, Route, Tenancy, route};
+
+/// Everything a request needs.
+pub struct XkiState {
+    /// Key stores.
+    pub tenancy: Arc<Tenancy>,
+    /// The key manager (remote EKM or in-process).
+    pub backend: Arc<dyn ekm::KeyManager>,
+    /// Key metadata, short TTL.
+    pub metadata_cache: moka::sync::Cache<ExternalKeyId, ekm::KeyInfo>,
+    /// Deep health.
+    pub health: Arc<HealthCache>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Field limits.
+    pub limits: schemas::xki::Limits,
+    /// Backend deadline per request.
+    pub deadline: Duration,
+}
+
+impl std::fmt::Debug for XkiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XkiState")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one request did, for its log line and metrics.
+#[derive(Default)]
+struct Trace {
+    op: &'static str,
+    prefix: String,
+    key_id: String,
+    kms_request_id: String,
+    kms_operation: String,
+    auth: Duration,
+    backend: Duration,
+}
+
+/// The catch-all handler of the KMS-facing listener.
+pub async fn handle(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<XkiState>,
+) -> HttpResponse {
+    let started = Instant::now();
+    state.metrics.in_flight.inc();
+    let mut trace = Trace {
+        op: "other",
+        ..Default::default()
+    };
+    let result = serve(&req, payload, &state, &mut trace).await;
+    state.metrics.in_flight.dec();
+    let elapsed = started.elapsed();
+    state
+        .metrics
+        .request_seconds
+        .get_or_create(&OpLabel { op: trace.op })
+        .observe(elapsed.as_secs_f64());
+    let (response, outcome) = match result {
+        Ok(response) => (response, "ok"),
+        Err(Failure::MethodNotAllowed) => (
+            HttpResponse::MethodNotAllowed()
+                .insert_header((header::ALLOW, "POST"))
+                .finish(),
+            "MethodNotAllowed",
+        ),
+        Err(Failure::Xki(e)) => {
+            state
+                .metrics
+                .errors
+                .get_or_create(&ErrorLabels {
+                    op: trace.op,
+                    error_name: e.name.as_str(),
+                })
+                .inc();
+            let mut response = e.error_response();
+            if e.name == ErrorName::ValidationException && e.message.starts_with(TOO_LARGE) {
+                *response.status_mut() = actix_web::http::StatusCode::PAYLOAD_TOO_LARGE;
+            }
+            (response, e.name.as_str())
+        }
+    };
+    tracing::info!(
+        target: "xki_proxy::request",
+        kms_request_id = %trace.kms_request_id,
+        kms_operation = %trace.kms_operation,
+        prefix = %trace.prefix,
+        key_id = %trace.key_id,
+        op = trace.op,
+        outcome,
+        status = response.status().as_u16(),
+        latency_us = elapsed.as_micros() as u64,
+        auth_us = trace.auth.as_micros() as u64,
+        backend_us = trace.backend.as_micros() as u64,
+    );
+    response
+}
+
+const TOO_LARGE: &str = "request body larger than";
+
+enum Failure {
+    MethodNotAllowed,
+    Xki(XkiError),
+}
+
+impl<E: Into<XkiError>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Self::Xki(e.into())
+    }
+}
+
+fn xki(name: ErrorName, message: impl Into<String>) -> Failure {
+    Failure::Xki(XkiError::new(name, message))
+}
+
+async fn serve(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &XkiState,
+    trace: &mut Trace,
+) -> Result<HttpResponse, Failure> {
+    let Some(route) = route(req.path()) else {
+        return Err(xki(ErrorName::InvalidUriPathException, "unknown URI path"));
+    };
+    let prefix = match &route {
+        Route::Health { prefix } => {
+            trace.op = "health";
+            *prefix
+        }
+        Route::Key { prefix, key_id, op } => {
+            trace.op = op.as_str();
+            trace.key_id = (*key_id).chars().take(128).collect();
+            *prefix
+        }
+    };
+    trace.prefix = prefix.to_owned();
+    if req.method() != Method::POST {
+        return Err(Failure::MethodNotAllowed);
+    }
+    let stores = state.tenancy.snapshot();
+    let Some(store) = stores.get(prefix) else {
+        return Err(xki(
+            ErrorName::InvalidUriPathException,
+            "unknown URI path prefix",
+        ));
+    };
+    let body = read_body(req, payload, state.limits.max_body_bytes()).await?;
+
+    let auth_started = Instant::now();
+    authenticate(req, &body, &store)?;
+    trace.auth = auth_started.elapsed();
+    if !store.admit() {
+        return Err(xki(
+            ErrorName::ThrottlingException,
+            "request quota of this key store exceeded",
+        ));
+    }
+
+    match route {
+        Route::Health { .. } => {
+            let request: HealthRequest = parse_json(&body)?;
+            note_metadata(trace, &request.request_metadata);
+            check_metadata(&request.request_metadata, Operation::Health)?;
+            Ok(HttpResponse::Ok().json(state.health.response()))
+        }
+        Route::Key { key_id, op, .. } => {
+            let key = ExternalKeyId::parse(key_id)
+                .map_err(|e| XkiError::new(ErrorName::ValidationException, e.to_string()))?;
+            match op {
+                KeyOp::Metadata => {
+                    let request: MetadataRequest = parse_json(&body)?;
+                    note_metadata(trace, &request.request_metadata);
+                    check_metadata(&request.request_metadata, Operation::Metadata)?;
+                    authorize(&store, &request.request_metadata, &key)?;
+                    metadata(state, trace, &key).await
+                }
+                KeyOp::Encrypt => {
+                    let request: EncryptRequest = parse_json(&body)?;
+                    note_metadata(trace, &request.request_metadata);
+                    let valid = request.validate(&state.limits)?;
+                    authorize(&store, &request.request_metadata, &key)?;
+                    let ctx = context(trace, state);
+                    let started = Instant::now();
+                    let result = state
+                        .backend
+                        .encrypt(
+                            &ctx,
+                            &key,
+                            ekm::EncryptRequest {
+                                plaintext: valid.plaintext,
+                                aad: valid.aad,
+                                want_cdiv: valid.want_cdiv,
+                            },
+                        )
+                        .await;
+                    record_backend(state, trace, started);
+                    let out = result?;
+                    Ok(HttpResponse::Ok().json(EncryptResponse {
+                        ciphertext: b64::encode(&out.ciphertext),
+                        ciphertext_metadata: (!out.ciphertext_metadata.is_empty())
+                            .then(|| b64::encode(&out.ciphertext_metadata)),
+                        initialization_vector: b64::encode(&out.iv),
+                        authentication_tag: b64::encode(&out.tag),
+                        ciphertext_data_integrity_value: out.cdiv.map(b64::encode),
+                    }))
+                }
+                KeyOp::Decrypt => {
+                    let request: DecryptRequest = parse_json(&body)?;
+                    note_metadata(trace, &request.request_metadata);
+                    let valid = request.validate(&state.limits)?;
+                    authorize(&store, &request.request_metadata, &key)?;
+                    let ctx = context(trace, state);
+                    let started = Instant::now();
+                    let result = state
+                        .backend
+                        .decrypt(
+                            &ctx,
+                            &key,
+                            ekm::DecryptRequest {
+                                ciphertext: valid.ciphertext,
+                                iv: valid.iv,
+                                tag: valid.tag,
+                                ciphertext_metadata: valid.ciphertext_metadata,
+                                aad: valid.aad,
+                            },
+                        )
+                        .await;
+                    record_backend(state, trace, started);
+                    let plaintext = result?;
+                    Ok(HttpResponse::Ok().json(DecryptResponse {
+                        plaintext: b64::encode(&*plaintext),
+                    }))
+                }
+            }
+        }
+    }
+}
+
+fn note_metadata(trace: &mut Trace, meta: &RequestMetadata) {
+    // Opaque values: logged (bounded and printable), never judged.
+    let clean = |s: &Option<String>| -> String {
+        s.as_deref()
+            .unwrap_or("")
+            .chars()
+            .filter(|c| (' '..='~').contains(c))
+            .take(128)
+            .collect()
+    };
+    trace.kms_request_id = clean(&meta.kms_request_id);
+    trace.kms_operation = clean(&meta.kms_operation);
+}
+
+fn context(trace: &Trace, state: &XkiState) -> ekm::OpContext {
+    ekm::OpContext::new(trace.kms_request_id.clone(), state.deadline)
+}
+
+fn record_backend(state: &XkiState, trace: &mut Trace, started: Instant) {
+    trace.backend = started.elapsed();
+    state
+        .metrics
+        .backend_seconds
+        .get_or_create(&OpLabel { op: trace.op })
+        .observe(trace.backend.as_secs_f64());
+}
+
+/// Reads the body, refusing more than `cap` bytes without buffering them.
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    cap: usize,
+) -> Result<Vec<u8>, Failure> {
+    let too_large = || {
+        xki(
+            ErrorName::ValidationException,
+            format!("{TOO_LARGE} {cap} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > cap) {
+        return Err(too_large());
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(1024).min(cap));
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|_| xki(ErrorName::ValidationException, "cannot read request body"))?;
+        if body.len() + chunk.len() > cap {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn authenticate(req: &HttpRequest, body: &[u8], store: &KeyStore) -> Result<(), Failure> {
+    let mut headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect();
+    // HTTP/2 carries the host as :authority; SigV4 signs it as `host`.
+    if !headers.iter().any(|(n, _)| n == "host") {
+        if let Some(authority) = req.uri().authority() {
+            headers.push(("host".into(), authority.as_str().to_owned()));
+        }
+    }
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.path(), |pq| pq.as_str());
+    let parts = RequestParts {
+        method: req.method().as_str(),
+        target,
+        headers: &headers,
+        body,
+    };
+    store
+        .verifier
+        .verify(
+            &parts,
+            |ak: &str| store.secret(ak),
+            time::OffsetDateTime::now_utc(),
+        )
+        .map(|_| ())
+        .map_err(|e| xki(ErrorName::AuthenticationFailedException, e.to_string()))
+}
+
+fn authorize(store: &KeyStore, meta: &RequestMetadata, key: &ExternalKeyId) -> Result<(), Failure> {
+    if !store.allows_key(key) {
+        // Same answer as a key the EKM does not have: the store must not learn other keys exist.
+        return Err(xki(
+            ErrorName::KeyNotFoundException,
+            format!("key {key} not found"),
+        ));
+    }
+    policy::evaluate(&store.rules, meta, key).map_err(|denial| {
+        let rule = denial.rule_id.as_deref().unwrap_or("(no allow rule matched)");
+        tracing::warn!(target: "xki_proxy::authz", prefix = %store.prefix, key_id = %key, rule, "secondary authorization denied");
+        xki(ErrorName::AccessDeniedException, "denied by secondary authorization")
+    })
+}
+
+async fn metadata(
+    state: &XkiState,
+    trace: &mut Trace,
+    key: &ExternalKeyId,
+) -> Result<HttpResponse, Failure> {
+    let info = match state.metadata_cache.get(key) {
+        Some(info) => {
+            state
+                .metrics
+                .cache
+                .get_or_create(&crate::metrics::CacheLabel { result: "hit" })
+                .inc();
+            info
+        }
+        None => {
+            state
+                .metrics
+                .cache
+                .get_or_create(&crate::metrics::CacheLabel { result: "miss" })
+                .inc();
+            let ctx = context(trace, state);
+            let started = Instant::now();
+            let result = state.backend.describe_key(&ctx, key).await;
+            record_backend(state, trace, started);
+            let info = result?;
+            state.metadata_cache.insert(key.clone(), info.clone());
+            info
+        }
+    };
+    Ok(HttpResponse::Ok().json(metadata_response(&info)))
+}
+
+/// The XKI view of a managed key.
+pub fn metadata_response(info: &ekm::KeyInfo) -> MetadataResponse {
+    let mut key_usage = Vec::with_capacity(2);
+    if info.usage.encrypt {
+        key_usage.push(KeyUsage::Encrypt);
+    }
+    if info.usage.decrypt {
+        key_usage.push(KeyUsage::Decrypt);
+    }
+    MetadataResponse {
+        // The EKM manages AES-256 keys only (it checks CKA_KEY_TYPE and CKA_VALUE_LEN on adopt).
+        key_spec: KeySpec::Aes256,
+        key_usage,
+        key_status: match info.state {
+            ekm::KeyState::Enabled => KeyStatus::Enabled,
+            _ => KeyStatus::Disabled,
+        },
+    }
+}
