@@ -7,6 +7,7 @@ use std::fmt;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 /// One request as received: nothing normalised, nothing decoded.
@@ -40,8 +41,9 @@ impl<'a> RequestParts<'a> {
     }
 
     /// Every value of the header `name` (compared case-insensitively), in order.
-    pub fn header_values(&self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers
+    pub fn header_values<'n>(&self, name: &'n str) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
+        let headers: &'a [(String, String)] = self.headers;
+        headers
             .iter()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
@@ -49,7 +51,7 @@ impl<'a> RequestParts<'a> {
 
     /// The value of `name` when it occurs exactly once; `Err(count)` when it is absent (0) or
     /// repeated, so that callers can refuse ambiguous security-relevant headers.
-    pub fn single_header(&self, name: &'a str) -> Result<&'a str, usize> {
+    pub fn single_header(&self, name: &str) -> Result<&'a str, usize> {
         let mut values = self.header_values(name);
         match (values.next(), values.next()) {
             (Some(value), None) => Ok(value),
@@ -62,7 +64,7 @@ impl<'a> RequestParts<'a> {
 /// A signing secret (SigV4 secret access key, Alibaba AccessKey secret).
 ///
 /// `Debug` prints `[redacted]`; the memory is zeroed on drop.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Secret(Zeroizing<String>);
 
 impl Secret {
@@ -76,6 +78,15 @@ impl Secret {
         &self.0
     }
 }
+
+/// Constant-time in the content (the length may show).
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
+    }
+}
+
+impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -107,12 +118,18 @@ pub struct Credential {
 impl Credential {
     /// A credential pair.
     pub fn new(access_key_id: impl Into<String>, secret: impl Into<Secret>) -> Self {
-        Self { access_key_id: access_key_id.into(), secret: secret.into() }
+        Self {
+            access_key_id: access_key_id.into(),
+            secret: secret.into(),
+        }
     }
 }
 
 /// Where a verifier finds the secret of an access key id, asked once per request so that the
 /// owner can hold several credentials per tenant and reload them at any time.
+///
+/// Any `Fn(&str) -> Option<Secret>` is one, so a closure (or a reference to one) will do:
+/// `verifier.verify(&parts, |ak: &str| store.secret(ak), now)`.
 pub trait CredentialLookup {
     /// The current secret of `access_key_id`, or `None` when the id is unknown.
     fn secret(&self, access_key_id: &str) -> Option<Secret>;
@@ -199,7 +216,12 @@ mod tests {
     use super::*;
 
     fn parts<'a>(target: &'a str, headers: &'a [(String, String)]) -> RequestParts<'a> {
-        RequestParts { method: "POST", target, headers, body: b"" }
+        RequestParts {
+            method: "POST",
+            target,
+            headers,
+            body: b"",
+        }
     }
 
     #[test]
@@ -231,6 +253,8 @@ mod tests {
         assert!(!printed.contains("very-secret"), "{printed}");
         assert!(printed.contains("[redacted]"), "{printed}");
         assert_eq!(credential.secret.expose(), "very-secret");
+        assert_eq!(credential.secret, Secret::from("very-secret"));
+        assert_ne!(credential.secret, Secret::from("very-secreT"));
     }
 
     #[test]
@@ -243,7 +267,10 @@ mod tests {
     #[test]
     fn canonical_path_keeps_escapes_and_encodes_the_rest() {
         assert_eq!(canonical_path(""), "/");
-        assert_eq!(canonical_path("/kms/xks/v1/keys/k-1_a.b~/encrypt"), "/kms/xks/v1/keys/k-1_a.b~/encrypt");
+        assert_eq!(
+            canonical_path("/kms/xks/v1/keys/k-1_a.b~/encrypt"),
+            "/kms/xks/v1/keys/k-1_a.b~/encrypt"
+        );
         assert_eq!(canonical_path("/a%2Fb%2fc"), "/a%2Fb%2fc");
         assert_eq!(canonical_path("/a b*%zz"), "/a%20b%2A%25zz");
     }

@@ -10,8 +10,10 @@
 #![forbid(unsafe_code)]
 
 pub mod b64;
+pub mod config;
 pub mod acs;
 pub mod ekm;
+pub mod http;
 pub mod kms;
 pub mod sigv4;
 pub mod xki;
