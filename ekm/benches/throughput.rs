@@ -1,1 +1,298 @@
-fn main() {}
+//! Encrypt throughput in one run on one machine: a raw `cryptoki` loop (one session, cached
+//! handle: `C_EncryptInit` + `C_Encrypt`), the same load through `Pkcs11KeyManager` (worker pool,
+//! queue, state check), and through the EKM server over TLS with keep-alive.
+//!
+//! `cargo bench -p ekm --bench throughput` (env `EKM_BENCH_SECS`, default 3 s per row). Uses a
+//! private SoftHSM2 token directory; re-runs itself once with `SOFTHSM2_CONF` set (see
+//! `tests/common/mod.rs` for why).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::aead::GcmParams;
+use ekm::ciphertext::{AadFormat, CiphertextMetadata};
+use ekm::pkcs11::{Pkcs11Config, Pkcs11KeyManager, TokenSelector, find_token, keys, library};
+use ekm::server::{Application, ServerSettings, tls};
+use ekm::{CreateKey, EncryptRequest, KeyManager, KeyUsage, OpContext};
+use rand::RngCore as _;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject as _;
+use secrecy::SecretString;
+use zeroize::Zeroizing;
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const PIN: &str = "bench-pin-1234";
+const MARKER: &str = "EKM_BENCH_SOFTHSM_DIR";
+/// (plaintext, AAD) sizes: a small payload, and the XKS maxima.
+const SIZES: [(usize, usize); 2] = [(32, 16), (4300, 8192)];
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` asks for a listing
+    }
+    if std::env::var_os(MARKER).is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir(&tokens).unwrap();
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(std::env::args_os().skip(1))
+            .env("SOFTHSM2_CONF", &conf)
+            .env(MARKER, dir.path())
+            .status()
+            .unwrap();
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    let secs: u64 = std::env::var("EKM_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let run = Duration::from_secs(secs);
+    ekm::pkcs11::init_token(
+        Path::new(MODULE),
+        "bench",
+        &SecretString::from("so-1234"),
+        &SecretString::from(PIN),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    println!("| plaintext / AAD | path | encrypt ops/s | vs raw |");
+    println!("| --- | --- | ---: | ---: |");
+    for (plaintext, aad) in SIZES {
+        let sizes = format!("{plaintext} B / {aad} B");
+        let raw = raw_loop(run, plaintext, aad);
+        let row = |name: &str, ops: f64| {
+            println!(
+                "| {sizes} | {name} | {ops:.0} | {:.0} % |",
+                ops / raw * 100.0
+            )
+        };
+        row("raw cryptoki loop (1 session, 1 thread)", raw);
+        for workers in [1, 2] {
+            let ops = rt.block_on(manager_load(run, workers, 16, plaintext, aad));
+            row(
+                &format!("`KeyManager`, {workers} HSM worker(s), 16 callers"),
+                ops,
+            );
+        }
+        let ops = actix_web::rt::System::new().block_on(server_load(run, 2, 32, plaintext, aad));
+        row(
+            "EKM server, TLS keep-alive, 2 HSM workers, 32 requests in flight",
+            ops,
+        );
+    }
+    println!("\nAES-256-GCM encrypt, {secs} s per row, SoftHSM2, release build");
+}
+
+fn config(workers: usize) -> Pkcs11Config {
+    let mut c = Pkcs11Config::new(
+        MODULE,
+        TokenSelector::Label("bench".into()),
+        SecretString::from(PIN),
+    );
+    c.workers = workers;
+    c.queue_capacity = 4096;
+    c.background = false;
+    c
+}
+
+/// One session, one generated key, handle kept: per op a fresh IV, the XKS AAD, `C_EncryptInit`
+/// and `C_Encrypt` (cryptoki's length query included), the tag split off.
+fn raw_loop(run: Duration, plaintext_len: usize, aad_len: usize) -> f64 {
+    let pkcs11 = library(Path::new(MODULE)).unwrap();
+    let slot = find_token(&pkcs11, &TokenSelector::Label("bench".into())).unwrap();
+    let session = pkcs11.open_rw_session(slot).unwrap();
+    let _ = session.login(
+        cryptoki::session::UserType::User,
+        Some(&SecretString::from(PIN)),
+    );
+    let key = session
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &keys::aes_key_template(&format!("raw-bench-{plaintext_len}"), KeyUsage::BOTH),
+        )
+        .unwrap();
+    let plaintext = vec![7u8; plaintext_len];
+    let aad = vec![9u8; aad_len];
+    let metadata = CiphertextMetadata {
+        aad_format: AadFormat::Raw,
+        key_version: 1,
+    }
+    .encode();
+    let started = Instant::now();
+    let mut ops = 0u64;
+    while started.elapsed() < run {
+        let gcm_aad = AadFormat::Raw.gcm_aad(&aad, &metadata).unwrap();
+        let mut iv = [0u8; 12];
+        rand::rng().fill_bytes(&mut iv);
+        let params = GcmParams::new(&mut iv, &gcm_aad, 128.into()).unwrap();
+        let mut sealed = session
+            .encrypt(&Mechanism::AesGcm(params), key, &plaintext)
+            .unwrap();
+        let tag = sealed.split_off(sealed.len() - 16);
+        std::hint::black_box((&sealed, &tag, &iv));
+        ops += 1;
+    }
+    ops as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn new_key(m: &dyn KeyManager) -> schemas::xki::ExternalKeyId {
+    let ctx = OpContext::new("bench", Duration::from_secs(10));
+    m.create_key(
+        &ctx,
+        CreateKey {
+            id: None,
+            usage: KeyUsage::BOTH,
+            description: None,
+        },
+    )
+    .await
+    .unwrap()
+    .id
+}
+
+async fn manager_load(
+    run: Duration,
+    workers: usize,
+    clients: usize,
+    plaintext: usize,
+    aad: usize,
+) -> f64 {
+    let m = Arc::new(Pkcs11KeyManager::open(config(workers)).await.unwrap());
+    let key = new_key(m.as_ref()).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (m, key, stop, count) = (
+            Arc::clone(&m),
+            key.clone(),
+            Arc::clone(&stop),
+            Arc::clone(&count),
+        );
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let ctx = OpContext::new("bench", Duration::from_secs(5));
+                let request = EncryptRequest {
+                    plaintext: Zeroizing::new(vec![7u8; plaintext]),
+                    aad: vec![9u8; aad],
+                    want_cdiv: false,
+                };
+                m.encrypt(&ctx, &key, request).await.unwrap();
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(run).await;
+    let done = count.load(Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done as f64 / elapsed.as_secs_f64()
+}
+
+async fn server_load(
+    run: Duration,
+    workers: usize,
+    concurrency: usize,
+    plaintext: usize,
+    aad: usize,
+) -> f64 {
+    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let m: Arc<dyn KeyManager> = Arc::new(Pkcs11KeyManager::open(config(workers)).await.unwrap());
+    let key = new_key(m.as_ref()).await;
+    let ca = certs::Authority::new("bench CA").unwrap();
+    let server = ca
+        .issue_server("localhost", &["localhost"], &[localhost])
+        .unwrap();
+    let client = ca.issue_client("bench", &["bench"]).unwrap();
+    let tls_config = tls::server_config(
+        server.cert_pem.as_bytes(),
+        server.key_pem.as_bytes(),
+        Some(ca.cert_pem().as_bytes()),
+    )
+    .unwrap();
+    let settings = ServerSettings {
+        listen: SocketAddr::new(localhost, 0),
+        liveness_listen: None,
+        http_workers: 1,
+        ..ServerSettings::default()
+    };
+    let app = Application::build(settings, tls_config, m).unwrap();
+    let port = app.port();
+    let handles = app.handles();
+    actix_web::rt::spawn(app.run_until_stopped());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap())
+        .unwrap();
+    let client_tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(vec![client.cert_der().unwrap()], client.key_der().unwrap())
+    .unwrap();
+    let http = awc::Client::builder()
+        .connector(
+            awc::Connector::new()
+                .rustls_0_23(Arc::new(client_tls))
+                .limit(concurrency),
+        )
+        .timeout(Duration::from_secs(10))
+        .finish();
+    let url = format!("https://localhost:{port}/v1/keys/{key}/encrypt");
+    let body = serde_json::json!({
+        "plaintext": schemas::b64::encode(vec![7u8; plaintext]),
+        "additionalAuthenticatedData": schemas::b64::encode(vec![9u8; aad]),
+    });
+    let stop = Instant::now() + run;
+    let count = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (http, url, body, count) = (http.clone(), url.clone(), body.clone(), count.clone());
+        tasks.push(actix_web::rt::spawn(async move {
+            while Instant::now() < stop {
+                let mut resp = http
+                    .post(&url)
+                    .insert_header(("x-ekm-deadline-ms", "5000"))
+                    .send_json(&body)
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status().as_u16(), 200);
+                resp.body().await.unwrap();
+                count.set(count.get() + 1);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let ops = count.get() as f64 / started.elapsed().as_secs_f64();
+    for h in handles {
+        h.stop(false).await;
+    }
+    ops
+}

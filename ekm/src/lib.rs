@@ -1,1 +1,29 @@
 //! External key manager: key lifecycle and AES-256-GCM inside a PKCS#11 HSM.
+//!
+//! - [`KeyManager`] ([`manager`]) is the seam the EKM server and the XKI proxy hold as
+//!   `Arc<dyn KeyManager>`; its one error enum is [`Error`].
+//! - [`pkcs11::Pkcs11KeyManager`] implements it on a PKCS#11 token (SoftHSM2 by default): HSM
+//!   worker threads with one session each, a bounded queue with admission control, cached
+//!   object handles, key records kept in the token.
+//! - [`fault::FaultInjecting`] wraps any manager with switchable delays and errors.
+//! - `memory::MemoryKeyManager` (feature `memory`) is a software stand-in for other crates'
+//!   unit tests only.
+//! - [`server`] is the EKM API over HTTPS with mTLS; [`config`] loads its TOML configuration.
+#![forbid(unsafe_code)]
+
+pub mod ciphertext;
+pub mod config;
+pub mod error;
+pub mod fault;
+pub mod manager;
+#[cfg(any(test, feature = "memory"))]
+pub mod memory;
+pub mod pkcs11;
+pub mod record;
+pub mod server;
+
+pub use error::{Error, Operation, Result};
+pub use manager::{
+    AdoptKey, CreateKey, DecryptRequest, EncryptOutput, EncryptRequest, Health, HealthStatus,
+    HsmHealth, KeyInfo, KeyManager, KeyOrigin, KeyState, KeyUsage, OpContext,
+};

@@ -156,7 +156,10 @@ impl std::fmt::Debug for EncryptRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EncryptRequest")
             .field("plaintext", &"[redacted]")
-            .field("aad_len", &self.additional_authenticated_data.as_ref().map(String::len))
+            .field(
+                "aad_len",
+                &self.additional_authenticated_data.as_ref().map(String::len),
+            )
             .field("want_cdiv", &self.want_cdiv)
             .finish()
     }
@@ -351,7 +354,10 @@ pub struct ErrorResponse {
 pub const SCHEMA_FILES: [(&str, &str); 12] = [
     ("CreateKeyRequest", "create-key-request.schema.json"),
     ("AdoptKeyRequest", "adopt-key-request.schema.json"),
-    ("ScheduleDeletionRequest", "schedule-deletion-request.schema.json"),
+    (
+        "ScheduleDeletionRequest",
+        "schedule-deletion-request.schema.json",
+    ),
     ("KeyMetadata", "key-metadata.schema.json"),
     ("ListKeysResponse", "list-keys-response.schema.json"),
     ("EncryptRequest", "encrypt-request.schema.json"),
@@ -494,9 +500,8 @@ mod tests {
 
     #[test]
     fn create_request_validates_id() {
-        let bad = serde_json::from_str::<CreateKeyRequest>(
-            r#"{"externalKeyId":"no spaces","usage":[]}"#,
-        );
+        let bad =
+            serde_json::from_str::<CreateKeyRequest>(r#"{"externalKeyId":"no spaces","usage":[]}"#);
         assert!(bad.is_err());
     }
 

@@ -1,0 +1,262 @@
+//! What the PKCS#11 key manager needs to know: which library and token, the PIN, pool sizes,
+//! and the vendor profile.
+//!
+//! Vendor differences live in [`VendorProfile`] and nowhere else. `ulIvBits` is not in the
+//! profile: cryptoki (≥ 0.7, rust-cryptoki #247) always sets it to `ulIvLen * 8`, which Luna in
+//! FIPS mode requires and every other known token ignores, so there is nothing left to choose.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cryptoki::error::RvError;
+use secrecy::SecretString;
+
+use crate::ciphertext::{AadFormat, Limits};
+use crate::error::{Error, Result};
+
+/// How the token is found: never by slot index (SoftHSM reassigns slot ids at init).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSelector {
+    /// `CK_TOKEN_INFO.label` (trailing blanks ignored).
+    Label(String),
+    /// `CK_TOKEN_INFO.serialNumber`.
+    Serial(String),
+}
+
+impl std::fmt::Display for TokenSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Label(label) => write!(f, "label {label:?}"),
+            Self::Serial(serial) => write!(f, "serial {serial:?}"),
+        }
+    }
+}
+
+/// Who makes the GCM IV.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IvSource {
+    /// A 96-bit IV from the host CSPRNG (`rand::rngs::OsRng`-seeded ChaCha). Random 96-bit IVs
+    /// bound a key version to about 2^32 encryptions: rotate well before that.
+    Host,
+    /// The token writes the IV into a zeroed buffer (CloudHSM, Luna in FIPS mode).
+    Hsm,
+}
+
+/// Capabilities and quirks of one HSM family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VendorProfile {
+    /// Profile name as configured.
+    pub name: &'static str,
+    /// Who makes the IV.
+    pub iv_source: IvSource,
+    /// `CKR_*` values of `C_Decrypt` that mean "the tag did not verify" on this token.
+    pub bad_tag_errors: &'static [RvError],
+}
+
+impl VendorProfile {
+    /// SoftHSM2: host IVs; a bad tag is `CKR_GENERAL_ERROR`.
+    pub const SOFTHSM: Self = Self {
+        name: "softhsm",
+        iv_source: IvSource::Host,
+        bad_tag_errors: &[RvError::GeneralError, RvError::EncryptedDataInvalid],
+    };
+    /// Entrust nShield: a bad tag is `CKR_FUNCTION_FAILED`.
+    pub const NSHIELD: Self = Self {
+        name: "nshield",
+        iv_source: IvSource::Host,
+        bad_tag_errors: &[RvError::FunctionFailed, RvError::EncryptedDataInvalid],
+    };
+    /// Thales Luna (FIPS mode): the HSM generates the IV.
+    pub const LUNA: Self = Self {
+        name: "luna",
+        iv_source: IvSource::Hsm,
+        bad_tag_errors: &[RvError::EncryptedDataInvalid],
+    };
+    /// AWS CloudHSM: the HSM generates the IV into an all-zero buffer.
+    pub const CLOUDHSM: Self = Self {
+        name: "cloudhsm",
+        iv_source: IvSource::Hsm,
+        bad_tag_errors: &[RvError::EncryptedDataInvalid],
+    };
+    /// A token that follows the standard to the letter.
+    pub const GENERIC: Self = Self {
+        name: "generic",
+        iv_source: IvSource::Host,
+        bad_tag_errors: &[RvError::EncryptedDataInvalid],
+    };
+
+    /// Every built-in profile.
+    pub const ALL: [Self; 5] = [
+        Self::SOFTHSM,
+        Self::NSHIELD,
+        Self::LUNA,
+        Self::CLOUDHSM,
+        Self::GENERIC,
+    ];
+
+    /// Looks a profile up by name.
+    pub fn by_name(name: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name.eq_ignore_ascii_case(name))
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|p| p.name).collect();
+                Error::Config(format!(
+                    "unknown vendor profile {name:?} (known: {})",
+                    names.join(", ")
+                ))
+            })
+    }
+
+    /// Whether `C_Decrypt` failing with `rv` means the ciphertext did not authenticate.
+    pub fn is_bad_tag(&self, rv: RvError) -> bool {
+        self.bad_tag_errors.contains(&rv)
+    }
+}
+
+/// Deletion waiting periods, in days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeletionWindow {
+    /// Used when the request names none.
+    pub default_days: u32,
+    /// Shortest accepted.
+    pub min_days: u32,
+    /// Longest accepted.
+    pub max_days: u32,
+}
+
+impl Default for DeletionWindow {
+    fn default() -> Self {
+        Self {
+            default_days: 30,
+            min_days: 7,
+            max_days: 30,
+        }
+    }
+}
+
+impl DeletionWindow {
+    /// Resolves a requested window against the bounds.
+    pub fn resolve(&self, requested: Option<u32>) -> Result<u32> {
+        let days = requested.unwrap_or(self.default_days);
+        if days < self.min_days || days > self.max_days {
+            return Err(Error::Validation(format!(
+                "pending window must be {} to {} days",
+                self.min_days, self.max_days
+            )));
+        }
+        Ok(days)
+    }
+}
+
+/// Everything [`super::Pkcs11KeyManager::open`] needs.
+#[derive(Debug, Clone)]
+pub struct Pkcs11Config {
+    /// Path of the PKCS#11 module (`/usr/lib/softhsm/libsofthsm2.so`).
+    pub module: PathBuf,
+    /// Which token.
+    pub token: TokenSelector,
+    /// User PIN (never printed).
+    pub pin: SecretString,
+    /// HSM worker threads, each with one session.
+    pub workers: usize,
+    /// Jobs that may wait for a worker; one more is refused as `Throttled`.
+    pub queue_capacity: usize,
+    /// Vendor quirks.
+    pub profile: VendorProfile,
+    /// How long a key's state may be served from memory before it is re-read from the HSM:
+    /// the bound within which another replica's disable takes effect here.
+    pub state_ttl: Duration,
+    /// AAD construction for new ciphertexts.
+    pub aad_format: AadFormat,
+    /// Input limits.
+    pub limits: Limits,
+    /// Deletion waiting periods.
+    pub deletion_window: DeletionWindow,
+    /// Interval of the background deep-health probe (≤ 30 s recommended).
+    pub health_interval: Duration,
+    /// Probe latency above which the HSM is reported DEGRADED.
+    pub degraded_latency: Duration,
+    /// Run the health probe and the deletion reaper in a background thread (off for the CLI).
+    pub background: bool,
+}
+
+impl Pkcs11Config {
+    /// A configuration with defaults for everything but the essentials.
+    pub fn new(module: impl Into<PathBuf>, token: TokenSelector, pin: SecretString) -> Self {
+        Self {
+            module: module.into(),
+            token,
+            pin,
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            queue_capacity: 1024,
+            profile: VendorProfile::SOFTHSM,
+            state_ttl: Duration::from_secs(5),
+            aad_format: AadFormat::Raw,
+            limits: Limits::default(),
+            deletion_window: DeletionWindow::default(),
+            health_interval: Duration::from_secs(15),
+            degraded_latency: Duration::from_millis(100),
+            background: true,
+        }
+    }
+
+    /// Refuses nonsensical sizes.
+    pub fn check(&self) -> Result<()> {
+        if self.workers == 0 || self.workers > 256 {
+            return Err(Error::Config("workers must be 1 to 256".into()));
+        }
+        if self.queue_capacity == 0 {
+            return Err(Error::Config("queue_capacity must be positive".into()));
+        }
+        let w = self.deletion_window;
+        if w.min_days > w.max_days || w.default_days < w.min_days || w.default_days > w.max_days {
+            return Err(Error::Config(
+                "deletion window: need min_days ≤ default_days ≤ max_days".into(),
+            ));
+        }
+        if self.health_interval > Duration::from_secs(60) || self.health_interval.is_zero() {
+            return Err(Error::Config(
+                "health interval must be positive and at most 60 s".into(),
+            ));
+        }
+        self.limits.check().map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles() {
+        assert_eq!(
+            VendorProfile::by_name("SoftHSM").unwrap(),
+            VendorProfile::SOFTHSM
+        );
+        assert!(VendorProfile::SOFTHSM.is_bad_tag(RvError::GeneralError));
+        assert!(!VendorProfile::GENERIC.is_bad_tag(RvError::GeneralError));
+        assert!(VendorProfile::NSHIELD.is_bad_tag(RvError::FunctionFailed));
+        assert!(VendorProfile::by_name("acme").is_err());
+    }
+
+    #[test]
+    fn deletion_window() {
+        let w = DeletionWindow::default();
+        assert_eq!(w.resolve(None).unwrap(), 30);
+        assert_eq!(w.resolve(Some(7)).unwrap(), 7);
+        assert!(w.resolve(Some(6)).is_err());
+        assert!(w.resolve(Some(31)).is_err());
+    }
+
+    #[test]
+    fn pin_not_in_debug() {
+        let c = Pkcs11Config::new(
+            "/x.so",
+            TokenSelector::Label("t".into()),
+            SecretString::from("123456-secret"),
+        );
+        assert!(!format!("{c:?}").contains("123456-secret"));
+        assert!(c.check().is_ok());
+    }
+}

@@ -1,0 +1,234 @@
+//! Key metadata, kept in the HSM itself.
+//!
+//! **Why in the HSM.** EKM replicas share one HSM (cluster) and nothing else; the architecture
+//! makes the HSM the durable state. Keeping each key's record next to its material means every
+//! replica, and the `ekm` admin CLI, see the same keys and states with no database to run, back
+//! up or keep consistent with the token, and a token backup carries its metadata along.
+//!
+//! **Layout.** Per managed key:
+//! - one `CKO_DATA` object, `CKA_TOKEN`, `CKA_PRIVATE` (readable only after login),
+//!   `CKA_APPLICATION = "ekm-key-record"`, `CKA_LABEL = "ekm:key:<id>"`, whose `CKA_VALUE` is a
+//!   small JSON [`KeyRecord`]: id, usage, state, deletion time, versions, creation time, origin,
+//!   description and a revision counter;
+//! - one AES-256 secret key object per version, `CKA_LABEL = "ekm:<id>:v<n>:<random>"` (the
+//!   random suffix keeps a half-finished create from colliding with a retry), generated with
+//!   `CKA_TOKEN`, `CKA_PRIVATE`, `CKA_SENSITIVE`, `!CKA_EXTRACTABLE`, `!CKA_MODIFIABLE`, and
+//!   `CKA_ENCRYPT` / `CKA_DECRYPT` from the key usage, so the HSM enforces the usage as well.
+//!   Adopted keys keep their own label, recorded as version 1.
+//!
+//! **Updates** write a new record object with `revision + 1`, then destroy the older ones. A
+//! crash in between leaves two records; readers take the highest revision and the next write
+//! removes the rest. (`C_SetAttributeValue` on `CKA_VALUE` of a data object is not allowed by
+//! every token, a new object is.) Within one process, admin changes are serialised; two
+//! replicas changing the same key at the same instant resolve last-writer-wins.
+
+use std::collections::HashMap;
+
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::Session;
+use rand::RngCore as _;
+use schemas::xki::ExternalKeyId;
+
+use super::session::hsm_error;
+use crate::error::{Error, Result};
+use crate::manager::KeyUsage;
+pub use crate::record::{KeyRecord, KeyVersion, StoredState};
+
+/// `CKA_APPLICATION` of record objects.
+const RECORD_APPLICATION: &[u8] = b"ekm-key-record";
+/// Label of the deep-health probe key (never listed as a managed key).
+pub const PROBE_LABEL: &str = "ekm-health-probe";
+/// Labels the EKM makes for itself; refused for adoption.
+const OWN_PREFIX: &str = "ekm:";
+
+fn record_label(id: &ExternalKeyId) -> Vec<u8> {
+    format!("{OWN_PREFIX}key:{id}").into_bytes()
+}
+
+/// A fresh label for version `version` of `id`.
+pub fn version_label(id: &ExternalKeyId, version: u32) -> String {
+    let mut suffix = [0u8; 4];
+    rand::rng().fill_bytes(&mut suffix);
+    let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{OWN_PREFIX}{id}:v{version}:{suffix}")
+}
+
+/// Whether a label may be adopted (not one the EKM manages itself).
+pub fn adoptable_label(label: &str) -> bool {
+    !label.is_empty() && !label.starts_with(OWN_PREFIX) && label != PROBE_LABEL
+}
+
+/// The generation template of a managed AES-256 key.
+pub fn aes_key_template(label: &str, usage: KeyUsage) -> Vec<Attribute> {
+    let mut id = vec![0u8; 16];
+    rand::rng().fill_bytes(&mut id);
+    vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::ValueLen(32.into()),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Modifiable(false),
+        Attribute::Encrypt(usage.encrypt),
+        Attribute::Decrypt(usage.decrypt),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
+        Attribute::Sign(false),
+        Attribute::Verify(false),
+        Attribute::Derive(false),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Id(id),
+    ]
+}
+
+/// Generates a key object. Key generation is serialised process-wide: SoftHSM's concurrent
+/// keygen fails sporadically (SoftHSMv2 #573/#576).
+pub fn generate_key(session: &Session, label: &str, usage: KeyUsage) -> Result<ObjectHandle> {
+    static KEYGEN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serial = KEYGEN.lock().unwrap_or_else(|p| p.into_inner());
+    session
+        .generate_key(&Mechanism::AesKeyGen, &aes_key_template(label, usage))
+        .map_err(hsm_error)
+}
+
+fn record_objects(session: &Session, label: Option<&[u8]>) -> Result<Vec<ObjectHandle>> {
+    let mut template = vec![
+        Attribute::Class(ObjectClass::DATA),
+        Attribute::Application(RECORD_APPLICATION.to_vec()),
+    ];
+    if let Some(label) = label {
+        template.push(Attribute::Label(label.to_vec()));
+    }
+    session.find_objects(&template).map_err(hsm_error)
+}
+
+fn read_record(session: &Session, object: ObjectHandle) -> Result<KeyRecord> {
+    let attrs = session
+        .get_attributes(object, &[AttributeType::Value])
+        .map_err(hsm_error)?;
+    let Some(Attribute::Value(bytes)) = attrs.into_iter().next() else {
+        return Err(Error::Internal("key record without a value".into()));
+    };
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Internal(format!("unreadable key record: {e}")))
+}
+
+/// Reads the newest record of `id`, if any.
+pub fn load(session: &Session, id: &ExternalKeyId) -> Result<Option<KeyRecord>> {
+    let mut best: Option<KeyRecord> = None;
+    for object in record_objects(session, Some(&record_label(id)))? {
+        let record = read_record(session, object)?;
+        if best.as_ref().is_none_or(|b| record.revision > b.revision) {
+            best = Some(record);
+        }
+    }
+    Ok(best)
+}
+
+/// Reads every record (newest revision per id), sorted by id.
+pub fn load_all(session: &Session) -> Result<Vec<KeyRecord>> {
+    let mut newest: HashMap<ExternalKeyId, KeyRecord> = HashMap::new();
+    for object in record_objects(session, None)? {
+        let record = read_record(session, object)?;
+        match newest.get(&record.id) {
+            Some(have) if have.revision >= record.revision => {}
+            _ => {
+                newest.insert(record.id.clone(), record);
+            }
+        }
+    }
+    let mut all: Vec<_> = newest.into_values().collect();
+    all.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(all)
+}
+
+/// Writes `record` as a new object, then destroys the previous ones.
+pub fn store(session: &Session, record: &KeyRecord) -> Result<()> {
+    let label = record_label(&record.id);
+    let previous = record_objects(session, Some(&label))?;
+    let value =
+        serde_json::to_vec(record).map_err(|e| Error::Internal(format!("key record: {e}")))?;
+    session
+        .create_object(&[
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Modifiable(false),
+            Attribute::Application(RECORD_APPLICATION.to_vec()),
+            Attribute::Label(label),
+            Attribute::Value(value),
+        ])
+        .map_err(hsm_error)?;
+    for object in previous {
+        session.destroy_object(object).map_err(hsm_error)?;
+    }
+    Ok(())
+}
+
+/// Destroys every record object of `id`.
+pub fn remove(session: &Session, id: &ExternalKeyId) -> Result<()> {
+    for object in record_objects(session, Some(&record_label(id)))? {
+        session.destroy_object(object).map_err(hsm_error)?;
+    }
+    Ok(())
+}
+
+/// Checks that an HSM object may be adopted: an AES-256 token key that can never leave the
+/// token (sensitive, not extractable).
+pub fn check_adoptable(session: &Session, object: ObjectHandle) -> Result<()> {
+    let attrs = session
+        .get_attributes(
+            object,
+            &[
+                AttributeType::KeyType,
+                AttributeType::ValueLen,
+                AttributeType::Token,
+                AttributeType::Sensitive,
+                AttributeType::Extractable,
+            ],
+        )
+        .map_err(hsm_error)?;
+    let mut aes = false;
+    let mut len = 0u64;
+    let (mut token, mut sensitive, mut extractable) = (false, false, true);
+    for attr in attrs {
+        match attr {
+            Attribute::KeyType(t) => aes = t == KeyType::AES,
+            Attribute::ValueLen(l) => len = l.into(),
+            Attribute::Token(b) => token = b,
+            Attribute::Sensitive(b) => sensitive = b,
+            Attribute::Extractable(b) => extractable = b,
+            _ => {}
+        }
+    }
+    if !aes || len != 32 {
+        return Err(Error::Validation(
+            "only AES-256 secret keys can be adopted".into(),
+        ));
+    }
+    if !token || !sensitive || extractable {
+        return Err(Error::Validation(
+            "refusing to adopt a key that is not a sensitive, non-extractable token object".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels() {
+        let id = ExternalKeyId::parse("k1").unwrap();
+        let a = version_label(&id, 2);
+        assert!(a.starts_with("ekm:k1:v2:"));
+        assert_ne!(a, version_label(&id, 2));
+        assert!(!adoptable_label(&a));
+        assert!(!adoptable_label(PROBE_LABEL));
+        assert!(adoptable_label("legacy-key"));
+    }
+}

@@ -1,0 +1,615 @@
+//! The PKCS#11 `KeyManager`: keys and their records live in one token (see [`keys`] for why),
+//! every PKCS#11 call runs on a fixed pool of HSM worker threads ([`pool`]), each with one
+//! logged-in session and a handle cache ([`session`]).
+//!
+//! **Key state on the hot path.** Crypto operations check the key's record from an in-memory
+//! copy. This process refreshes the copy whenever it changes a key; otherwise a copy older than
+//! [`Pkcs11Config::state_ttl`] (default 5 s) is re-read from the HSM first, so a key disabled by
+//! another replica or by the CLI stops working here within that bound.
+
+pub mod config;
+mod health;
+pub mod keys;
+pub mod pool;
+pub mod session;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use schemas::xki::ExternalKeyId;
+use secrecy::SecretString;
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+pub use config::{DeletionWindow, IvSource, Pkcs11Config, TokenSelector, VendorProfile};
+use keys::KeyRecord;
+use pool::WorkerPool;
+use session::{HsmSession, Token, hsm_error};
+
+use crate::ciphertext::{CiphertextMetadata, Limits};
+use crate::error::{Error, Operation, Result};
+use crate::manager::{
+    AdoptKey, CreateKey, DecryptRequest, EncryptOutput, EncryptRequest, Health, KeyInfo,
+    KeyManager, KeyOrigin, OpContext, generate_key_id,
+};
+
+/// The process-wide PKCS#11 context of `module`, initialised once (`C_Initialize` twice, or
+/// concurrently, crashes some libraries: rust-cryptoki #260).
+pub fn library(module: &Path) -> Result<Pkcs11> {
+    static LIBRARIES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+    let mut libraries = LIBRARIES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(pkcs11) = libraries.get(module) {
+        return Ok(pkcs11.clone());
+    }
+    let pkcs11 = Pkcs11::new(module).map_err(|e| {
+        Error::Config(format!(
+            "cannot load PKCS#11 module {}: {e}",
+            module.display()
+        ))
+    })?;
+    match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => return Err(hsm_error(e)),
+    }
+    libraries.insert(module.to_owned(), pkcs11.clone());
+    Ok(pkcs11)
+}
+
+/// Finds the slot of the token with the given label or serial; never by index.
+pub fn find_token(pkcs11: &Pkcs11, selector: &TokenSelector) -> Result<Slot> {
+    let mut matches = Vec::new();
+    let mut seen = Vec::new();
+    for slot in pkcs11
+        .get_slots_with_initialized_token()
+        .map_err(hsm_error)?
+    {
+        let info = pkcs11.get_token_info(slot).map_err(hsm_error)?;
+        let hit = match selector {
+            TokenSelector::Label(label) => info.label().trim_end() == label,
+            TokenSelector::Serial(serial) => info.serial_number().trim_end() == serial,
+        };
+        if hit {
+            matches.push(slot);
+        }
+        seen.push(info.label().trim_end().to_owned());
+    }
+    match matches.as_slice() {
+        [slot] => Ok(*slot),
+        [] => Err(Error::TokenNotFound(format!(
+            "no initialised token with {selector} (tokens present: {})",
+            if seen.is_empty() {
+                "none".to_owned()
+            } else {
+                seen.join(", ")
+            }
+        ))),
+        _ => Err(Error::Config(format!("several tokens match {selector}"))),
+    }
+}
+
+/// Initialises a token on a free slot (development: SoftHSM always offers one) and sets its
+/// user PIN. Refuses a label that is already taken.
+pub fn init_token(
+    module: &Path,
+    label: &str,
+    so_pin: &SecretString,
+    user_pin: &SecretString,
+) -> Result<Slot> {
+    let pkcs11 = library(module)?;
+    if find_token(&pkcs11, &TokenSelector::Label(label.to_owned())).is_ok() {
+        return Err(Error::Config(format!(
+            "a token labelled {label:?} already exists"
+        )));
+    }
+    let mut free = None;
+    for slot in pkcs11.get_slots_with_token().map_err(hsm_error)? {
+        if !pkcs11
+            .get_token_info(slot)
+            .map_err(hsm_error)?
+            .token_initialized()
+        {
+            free = Some(slot);
+            break;
+        }
+    }
+    let slot = free.ok_or_else(|| Error::Config("no slot with a free token".into()))?;
+    pkcs11.init_token(slot, so_pin, label).map_err(hsm_error)?;
+    // The slot id may change at init (SoftHSM): find the token again by its label.
+    let slot = find_token(&pkcs11, &TokenSelector::Label(label.to_owned()))?;
+    let session = pkcs11.open_rw_session(slot).map_err(hsm_error)?;
+    session
+        .login(UserType::So, Some(so_pin))
+        .map_err(hsm_error)?;
+    session.init_pin(user_pin).map_err(hsm_error)?;
+    session.logout().map_err(hsm_error)?;
+    Ok(slot)
+}
+
+struct Cached {
+    record: Option<Arc<KeyRecord>>,
+    fetched: Instant,
+}
+
+/// Unknown ids remembered at most (negative entries are dropped past this).
+const MAX_DIRECTORY: usize = 100_000;
+
+struct Inner {
+    pool: WorkerPool<HsmSession>,
+    token: Arc<Token>,
+    config: Pkcs11Config,
+    directory: RwLock<HashMap<ExternalKeyId, Cached>>,
+    admin: tokio::sync::Mutex<()>,
+    health: Mutex<Option<Health>>,
+    /// Keeps the login alive while workers reopen sessions.
+    _login: Mutex<Session>,
+}
+
+/// The PKCS#11 key manager.
+pub struct Pkcs11KeyManager {
+    inner: Arc<Inner>,
+    housekeeping: Option<health::Housekeeping>,
+}
+
+impl std::fmt::Debug for Pkcs11KeyManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pkcs11KeyManager")
+            .field("token", &self.inner.token)
+            .field("pool", &self.inner.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pkcs11KeyManager {
+    /// Loads the library, finds the token, logs in once, starts the workers, makes sure the
+    /// health-probe key exists, runs a first probe, and (if configured) starts the background
+    /// probe and deletion reaper. Blocks the calling thread for the PKCS#11 start-up calls.
+    pub async fn open(config: Pkcs11Config) -> Result<Self> {
+        config.check()?;
+        let pkcs11 = library(&config.module)?;
+        let slot = find_token(&pkcs11, &config.token)?;
+        let info = pkcs11.get_token_info(slot).map_err(hsm_error)?;
+        let token = Arc::new(Token {
+            pkcs11,
+            slot,
+            label: info.label().trim_end().to_owned(),
+            model: format!(
+                "{} {} fw {}",
+                info.manufacturer_id().trim_end(),
+                info.model().trim_end(),
+                info.firmware_version()
+            ),
+            pin: config.pin.clone(),
+            profile: config.profile.clone(),
+        });
+        let login = token.open_session()?;
+        let worker_token = Arc::clone(&token);
+        let pool = WorkerPool::start(
+            "ekm-hsm",
+            config.workers,
+            config.queue_capacity,
+            move |_| HsmSession::open(Arc::clone(&worker_token)),
+        )?;
+        let background = config.background;
+        let inner = Arc::new(Inner {
+            pool,
+            token,
+            config,
+            directory: RwLock::new(HashMap::new()),
+            admin: tokio::sync::Mutex::new(()),
+            health: Mutex::new(None),
+            _login: Mutex::new(login),
+        });
+        inner.ensure_probe_key().await?;
+        let first = inner.probe().await;
+        *inner.health.lock().unwrap_or_else(|p| p.into_inner()) = Some(first);
+        let housekeeping = background.then(|| health::Housekeeping::start(Arc::clone(&inner)));
+        Ok(Self {
+            inner,
+            housekeeping: housekeeping.transpose()?,
+        })
+    }
+
+    /// Destroys the HSM objects of every key whose deletion date is at or before `now`; returns
+    /// their ids. The background reaper calls this every minute with the current time.
+    pub async fn purge_expired(&self, now: OffsetDateTime) -> Result<Vec<ExternalKeyId>> {
+        self.inner.purge_expired(now).await
+    }
+
+    /// Runs a deep-health probe now (the CLI's `health`), updating the cached result.
+    pub async fn probe_now(&self) -> Health {
+        let health = self.inner.probe().await;
+        *self.inner.health.lock().unwrap_or_else(|p| p.into_inner()) = Some(health.clone());
+        health
+    }
+
+    /// Labels of the secret key objects of a key's versions (for tests and audits).
+    pub async fn version_labels(&self, ctx: &OpContext, id: &ExternalKeyId) -> Result<Vec<String>> {
+        let record = self.inner.fresh_record(ctx, id).await?;
+        Ok(record.versions.iter().map(|v| v.label.clone()).collect())
+    }
+
+    /// The worker pool's sizes and counters.
+    pub fn pool_stats(&self) -> (usize, usize, &pool::PoolStats) {
+        let pool = &self.inner.pool;
+        (pool.workers(), pool.capacity(), pool.stats())
+    }
+}
+
+impl Drop for Pkcs11KeyManager {
+    fn drop(&mut self) {
+        if let Some(housekeeping) = self.housekeeping.take() {
+            housekeeping.stop();
+        }
+    }
+}
+
+fn log_timing(ctx: &OpContext, op: &'static str, id: &ExternalKeyId, q: Duration, b: Duration) {
+    tracing::debug!(
+        request_id = %ctx.request_id,
+        op,
+        key_id = %id,
+        queue_us = q.as_micros() as u64,
+        hsm_us = b.as_micros() as u64,
+        "hsm op"
+    );
+}
+
+impl Inner {
+    /// The key's record for a crypto operation: from memory when fresh enough.
+    async fn record(&self, ctx: &OpContext, id: &ExternalKeyId) -> Result<Arc<KeyRecord>> {
+        {
+            let directory = self.directory.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(cached) = directory.get(id) {
+                if cached.fetched.elapsed() < self.config.state_ttl {
+                    return cached
+                        .record
+                        .clone()
+                        .ok_or_else(|| Error::KeyNotFound(id.clone()));
+                }
+            }
+        }
+        self.fresh_record(ctx, id).await
+    }
+
+    /// The key's record read from the HSM now.
+    async fn fresh_record(&self, ctx: &OpContext, id: &ExternalKeyId) -> Result<Arc<KeyRecord>> {
+        let lookup = id.clone();
+        let record = self
+            .pool
+            .run(ctx.deadline, move |s| keys::load(s.session()?, &lookup))
+            .await?
+            .value
+            .map(Arc::new);
+        self.remember(id, record.clone());
+        record.ok_or_else(|| Error::KeyNotFound(id.clone()))
+    }
+
+    fn remember(&self, id: &ExternalKeyId, record: Option<Arc<KeyRecord>>) {
+        let mut directory = self.directory.write().unwrap_or_else(|p| p.into_inner());
+        if directory.len() >= MAX_DIRECTORY {
+            directory.retain(|_, c| c.record.is_some());
+        }
+        directory.insert(
+            id.clone(),
+            Cached {
+                record,
+                fetched: Instant::now(),
+            },
+        );
+    }
+
+    /// Applies `change` to the key's freshly read record inside one worker job, stores it when
+    /// `change` returns true, and refreshes the in-memory copy.
+    async fn mutate<F>(&self, ctx: &OpContext, id: &ExternalKeyId, change: F) -> Result<KeyInfo>
+    where
+        F: FnOnce(&mut HsmSession, &mut KeyRecord) -> Result<bool> + Send + 'static,
+    {
+        let _admin = self.admin.lock().await;
+        let key = id.clone();
+        let record = self
+            .pool
+            .run(ctx.deadline, move |s| {
+                let mut record = keys::load(s.session()?, &key)?
+                    .ok_or_else(|| Error::KeyNotFound(key.clone()))?;
+                if change(s, &mut record)? {
+                    record.revision += 1;
+                    keys::store(s.session()?, &record)?;
+                }
+                Ok(record)
+            })
+            .await?
+            .value;
+        let info = record.info();
+        self.remember(id, Some(Arc::new(record)));
+        Ok(info)
+    }
+
+    /// Creates a brand-new record, with `make` producing the version-1 label inside the job.
+    async fn insert<F>(&self, ctx: &OpContext, id: ExternalKeyId, make: F) -> Result<KeyInfo>
+    where
+        F: FnOnce(&mut HsmSession, &ExternalKeyId) -> Result<KeyRecord> + Send + 'static,
+    {
+        let _admin = self.admin.lock().await;
+        let key = id.clone();
+        let record = self
+            .pool
+            .run(ctx.deadline, move |s| {
+                if keys::load(s.session()?, &key)?.is_some() {
+                    return Err(Error::KeyAlreadyExists(key.to_string()));
+                }
+                let record = make(s, &key)?;
+                keys::store(s.session()?, &record)?;
+                Ok(record)
+            })
+            .await?
+            .value;
+        let info = record.info();
+        self.remember(&id, Some(Arc::new(record)));
+        tracing::info!(request_id = %ctx.request_id, key_id = %id, "key created");
+        Ok(info)
+    }
+
+    async fn purge_expired(&self, now: OffsetDateTime) -> Result<Vec<ExternalKeyId>> {
+        let _admin = self.admin.lock().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let now = now.unix_timestamp();
+        let purged = self
+            .pool
+            .run(deadline, move |s| {
+                let mut purged = Vec::new();
+                for record in keys::load_all(s.session()?)? {
+                    if !record.deletion_due(now) {
+                        continue;
+                    }
+                    for version in &record.versions {
+                        if let Some(object) = s.find_secret_key_opt(&version.label)? {
+                            s.session()?.destroy_object(object).map_err(hsm_error)?;
+                        }
+                        s.forget(&version.label);
+                    }
+                    keys::remove(s.session()?, &record.id)?;
+                    purged.push(record.id);
+                }
+                Ok(purged)
+            })
+            .await?
+            .value;
+        for id in &purged {
+            self.remember(id, None);
+            tracing::info!(key_id = %id, "key destroyed at the end of its deletion window");
+        }
+        Ok(purged)
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyManager for Pkcs11KeyManager {
+    async fn create_key(&self, ctx: &OpContext, request: CreateKey) -> Result<KeyInfo> {
+        let description = crate::manager::check_description(request.description)?;
+        let id = request.id.unwrap_or_else(generate_key_id);
+        let usage = request.usage;
+        self.inner
+            .insert(ctx, id, move |s, id| {
+                let label = keys::version_label(id, 1);
+                keys::generate_key(s.session()?, &label, usage)?;
+                Ok(KeyRecord::new(
+                    id.clone(),
+                    usage,
+                    label,
+                    KeyOrigin::Generated,
+                    description,
+                ))
+            })
+            .await
+    }
+
+    async fn adopt_key(&self, ctx: &OpContext, request: AdoptKey) -> Result<KeyInfo> {
+        let description = crate::manager::check_description(request.description)?;
+        if !keys::adoptable_label(&request.hsm_label) {
+            return Err(Error::Validation(
+                "this label is empty or belongs to the EKM itself".into(),
+            ));
+        }
+        let id = request.id.unwrap_or_else(generate_key_id);
+        let (label, usage) = (request.hsm_label, request.usage);
+        self.inner
+            .insert(ctx, id, move |s, id| {
+                let object = s.find_secret_key(&label).map_err(|_| {
+                    Error::Validation("no single secret key object has this label".into())
+                })?;
+                let session = s.session()?;
+                keys::check_adoptable(session, object)?;
+                let managed = keys::load_all(session)?;
+                if managed
+                    .iter()
+                    .any(|r| r.versions.iter().any(|v| v.label == label))
+                {
+                    return Err(Error::KeyAlreadyExists(format!("HSM key {label:?}")));
+                }
+                session
+                    .update_attributes(
+                        object,
+                        &[
+                            cryptoki::object::Attribute::Encrypt(usage.encrypt),
+                            cryptoki::object::Attribute::Decrypt(usage.decrypt),
+                        ],
+                    )
+                    .map_err(hsm_error)?;
+                Ok(KeyRecord::new(
+                    id.clone(),
+                    usage,
+                    label,
+                    KeyOrigin::Adopted,
+                    description,
+                ))
+            })
+            .await
+    }
+
+    async fn describe_key(&self, ctx: &OpContext, id: &ExternalKeyId) -> Result<KeyInfo> {
+        Ok(self.inner.fresh_record(ctx, id).await?.info())
+    }
+
+    async fn list_keys(&self, ctx: &OpContext) -> Result<Vec<KeyInfo>> {
+        let records = self
+            .inner
+            .pool
+            .run(ctx.deadline, |s| keys::load_all(s.session()?))
+            .await?
+            .value;
+        Ok(records.iter().map(KeyRecord::info).collect())
+    }
+
+    async fn enable_key(&self, ctx: &OpContext, id: &ExternalKeyId) -> Result<KeyInfo> {
+        self.inner.mutate(ctx, id, |_, r| r.enable()).await
+    }
+
+    async fn disable_key(&self, ctx: &OpContext, id: &ExternalKeyId) -> Result<KeyInfo> {
+        self.inner.mutate(ctx, id, |_, r| r.disable()).await
+    }
+
+    async fn schedule_key_deletion(
+        &self,
+        ctx: &OpContext,
+        id: &ExternalKeyId,
+        pending_window_days: Option<u32>,
+    ) -> Result<KeyInfo> {
+        let days = self
+            .inner
+            .config
+            .deletion_window
+            .resolve(pending_window_days)?;
+        self.inner
+            .mutate(ctx, id, move |_, r| r.schedule_deletion(days))
+            .await
+    }
+
+    async fn cancel_key_deletion(&self, ctx: &OpContext, id: &ExternalKeyId) -> Result<KeyInfo> {
+        self.inner.mutate(ctx, id, |_, r| r.cancel_deletion()).await
+    }
+
+    async fn rotate_key(&self, ctx: &OpContext, id: &ExternalKeyId) -> Result<KeyInfo> {
+        self.inner
+            .mutate(ctx, id, |s, r| {
+                let version = r.next_version()?;
+                let label = keys::version_label(&r.id, version);
+                keys::generate_key(s.session()?, &label, r.usage)?;
+                r.versions.push(keys::KeyVersion { version, label });
+                Ok(true)
+            })
+            .await
+    }
+
+    async fn encrypt(
+        &self,
+        ctx: &OpContext,
+        id: &ExternalKeyId,
+        request: EncryptRequest,
+    ) -> Result<EncryptOutput> {
+        let inner = &self.inner;
+        inner.config.limits.check_encrypt(&request)?;
+        let record = inner.record(ctx, id).await?;
+        record.info().check_crypto(Operation::Encrypt)?;
+        let version = record.current()?;
+        let key_version = version.version;
+        let metadata = CiphertextMetadata {
+            aad_format: inner.config.aad_format,
+            key_version,
+        }
+        .encode();
+        let gcm_aad = inner.config.aad_format.gcm_aad(&request.aad, &metadata)?;
+        // An encrypt-only key cannot run the verification decrypt; its CDIV stays unverified.
+        let verify = request.want_cdiv && record.usage.decrypt;
+        let label = version.label.clone();
+        let key = id.clone();
+        let timed = inner
+            .pool
+            .run(ctx.deadline, move |s| {
+                let op = |e: session::KeyOpError| e.into_error(&key, Operation::Encrypt);
+                let session::Sealed {
+                    iv,
+                    ciphertext,
+                    tag,
+                } = s
+                    .encrypt(&label, &gcm_aad, &request.plaintext)
+                    .map_err(op)?;
+                // Spec §1.4: the CDIV is computed from the output in memory before the
+                // verification decrypt, which runs on the same session.
+                let cdiv = request.want_cdiv.then(|| {
+                    schemas::xki::aad::cdiv(&request.aad, &metadata, &iv, &ciphertext, &tag)
+                });
+                if verify {
+                    let check = s
+                        .decrypt(&label, &iv, &gcm_aad, &ciphertext, &tag)
+                        .map_err(|e| e.into_error(&key, Operation::Decrypt))?;
+                    if *check != *request.plaintext {
+                        return Err(Error::Internal("verification decrypt mismatch".into()));
+                    }
+                }
+                Ok(EncryptOutput {
+                    ciphertext,
+                    iv,
+                    tag,
+                    ciphertext_metadata: metadata,
+                    cdiv,
+                    key_version,
+                })
+            })
+            .await?;
+        log_timing(ctx, "encrypt", id, timed.queued, timed.busy);
+        Ok(timed.value)
+    }
+
+    async fn decrypt(
+        &self,
+        ctx: &OpContext,
+        id: &ExternalKeyId,
+        request: DecryptRequest,
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let inner = &self.inner;
+        let metadata = inner.config.limits.check_decrypt(&request)?;
+        let record = inner.record(ctx, id).await?;
+        record.info().check_crypto(Operation::Decrypt)?;
+        let label = record
+            .version(metadata.key_version)
+            .ok_or(Error::InvalidCiphertext)?
+            .label
+            .clone();
+        let gcm_aad = metadata
+            .aad_format
+            .gcm_aad(&request.aad, &request.ciphertext_metadata)?;
+        let key = id.clone();
+        let timed = inner
+            .pool
+            .run(ctx.deadline, move |s| {
+                s.decrypt(
+                    &label,
+                    &request.iv,
+                    &gcm_aad,
+                    &request.ciphertext,
+                    &request.tag,
+                )
+                .map_err(|e| e.into_error(&key, Operation::Decrypt))
+            })
+            .await?;
+        log_timing(ctx, "decrypt", id, timed.queued, timed.busy);
+        Ok(timed.value)
+    }
+
+    async fn health(&self, _ctx: &OpContext) -> Result<Health> {
+        Ok(self.inner.cached_health())
+    }
+
+    fn limits(&self) -> Limits {
+        self.inner.config.limits
+    }
+}

@@ -1,0 +1,312 @@
+//! A fixed pool of worker threads, each owning one state (a logged-in PKCS#11 session), fed by
+//! a bounded queue with admission control.
+//!
+//! - The async side never blocks: [`WorkerPool::run`] `try_send`s a job (queue full →
+//!   [`Error::Throttled`]) and awaits a oneshot reply until the deadline
+//!   ([`Error::DeadlineExceeded`]).
+//! - A worker drops a job whose deadline passed while it waited in the queue, before it touches
+//!   the HSM, and answers `DeadlineExceeded`.
+//! - A panicking job does not take its worker down; the caller gets [`Error::Internal`].
+//!
+//! The pool is generic over the per-worker state so that its admission logic is unit-tested
+//! without an HSM.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use crate::error::{Error, Result};
+
+type JobFn<S> = Box<dyn FnOnce(Result<&mut S>) + Send>;
+
+struct Job<S> {
+    deadline: Instant,
+    run: JobFn<S>,
+}
+
+/// A value with the time it waited in the queue and the time the worker spent on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timed<T> {
+    /// The job's result.
+    pub value: T,
+    /// Time between submission and a worker picking the job up.
+    pub queued: Duration,
+    /// Time the worker spent running the job.
+    pub busy: Duration,
+}
+
+/// Counters for health and metrics.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Jobs refused because the queue was full.
+    pub throttled: AtomicU64,
+    /// Jobs dropped because their deadline passed (in the queue or while awaited).
+    pub expired: AtomicU64,
+}
+
+/// The pool. Dropping it closes the queue and joins the workers.
+pub struct WorkerPool<S> {
+    sender: Option<Sender<Job<S>>>,
+    threads: Vec<JoinHandle<()>>,
+    capacity: usize,
+    stats: Arc<PoolStats>,
+}
+
+impl<S: 'static> std::fmt::Debug for WorkerPool<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerPool")
+            .field("workers", &self.threads.len())
+            .field("capacity", &self.capacity)
+            .field("queued", &self.queued())
+            .finish()
+    }
+}
+
+impl<S: 'static> WorkerPool<S> {
+    /// Starts `workers` threads named `{name}-{i}`; each builds its state with `init(i)` on its
+    /// own thread. Returns once every worker is ready, or the first init error.
+    pub fn start<F>(name: &str, workers: usize, capacity: usize, init: F) -> Result<Self>
+    where
+        F: Fn(usize) -> Result<S> + Send + Sync + 'static,
+    {
+        let (sender, receiver) = crossbeam_channel::bounded::<Job<S>>(capacity);
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<()>>(workers);
+        let init = Arc::new(init);
+        let stats = Arc::new(PoolStats::default());
+        let mut threads = Vec::with_capacity(workers);
+        for index in 0..workers {
+            let receiver = receiver.clone();
+            let init = Arc::clone(&init);
+            let ready = ready_tx.clone();
+            let stats = Arc::clone(&stats);
+            let handle = std::thread::Builder::new()
+                .name(format!("{name}-{index}"))
+                .spawn(move || match init(index) {
+                    Ok(state) => {
+                        let _ = ready.send(Ok(()));
+                        drop(ready);
+                        worker_loop(state, &receiver, &stats);
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                    }
+                })
+                .map_err(|e| Error::Internal(format!("cannot spawn HSM worker: {e}")))?;
+            threads.push(handle);
+        }
+        drop(ready_tx);
+        let mut pool = Self {
+            sender: Some(sender),
+            threads,
+            capacity,
+            stats,
+        };
+        for _ in 0..workers {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e), // drop(pool) joins the others
+                Err(_) => return Err(Error::Internal("HSM worker died during start".into())),
+            }
+        }
+        pool.threads.shrink_to_fit();
+        Ok(pool)
+    }
+
+    /// Runs `job` on a worker's state. Refused at once when the queue is full or the deadline
+    /// has passed; gives up waiting at the deadline.
+    pub async fn run<T, F>(&self, deadline: Instant, job: F) -> Result<Timed<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut S) -> Result<T> + Send + 'static,
+    {
+        let submitted = Instant::now();
+        if submitted >= deadline {
+            self.stats.expired.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::DeadlineExceeded);
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let run: JobFn<S> = Box::new(move |state| {
+            let started = Instant::now();
+            let result = state.and_then(job);
+            let busy = started.elapsed();
+            let _ = reply.send(result.map(|value| Timed {
+                value,
+                queued: started.saturating_duration_since(submitted),
+                busy,
+            }));
+        });
+        let sender = self
+            .sender
+            .as_ref()
+            .ok_or_else(|| Error::HsmUnavailable("worker pool stopped".into()))?;
+        match sender.try_send(Job { deadline, run }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                return Err(Error::Throttled);
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(Error::HsmUnavailable("worker pool stopped".into()));
+            }
+        }
+        match tokio::time::timeout_at(deadline.into(), answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::Internal("HSM worker dropped the job".into())),
+            Err(_) => {
+                self.stats.expired.fetch_add(1, Ordering::Relaxed);
+                Err(Error::DeadlineExceeded)
+            }
+        }
+    }
+
+    /// Jobs waiting for a worker.
+    pub fn queued(&self) -> usize {
+        self.sender.as_ref().map_or(0, Sender::len)
+    }
+
+    /// Queue capacity.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Number of workers.
+    pub fn workers(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &PoolStats {
+        &self.stats
+    }
+}
+
+fn worker_loop<S>(mut state: S, receiver: &Receiver<Job<S>>, stats: &PoolStats) {
+    while let Ok(job) = receiver.recv() {
+        if Instant::now() >= job.deadline {
+            stats.expired.fetch_add(1, Ordering::Relaxed);
+            (job.run)(Err(Error::DeadlineExceeded));
+            continue;
+        }
+        let run = job.run;
+        let state = &mut state;
+        // The reply sender is dropped by the unwind, so the caller sees `Internal`.
+        if std::panic::catch_unwind(AssertUnwindSafe(move || run(Ok(state)))).is_err() {
+            tracing::error!("HSM worker job panicked");
+        }
+    }
+}
+
+impl<S> Drop for WorkerPool<S> {
+    fn drop(&mut self) {
+        self.sender = None; // closes the queue: workers finish what is queued, then exit
+        for handle in self.threads.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Barrier;
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(10)
+    }
+
+    #[tokio::test]
+    async fn runs_jobs_on_worker_state() {
+        let pool = WorkerPool::start("t", 2, 8, |i| Ok(i * 100)).unwrap();
+        let got = pool.run(far(), |s: &mut usize| Ok(*s + 1)).await.unwrap();
+        assert!(got.value == 1 || got.value == 101);
+        assert_eq!(pool.workers(), 2);
+    }
+
+    #[tokio::test]
+    async fn init_error_is_reported() {
+        let r = WorkerPool::<()>::start("t", 3, 8, |i| {
+            if i == 1 {
+                Err(Error::PinIncorrect)
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(r.err(), Some(Error::PinIncorrect));
+    }
+
+    /// Occupies the pool's only worker until the returned barrier is passed.
+    async fn block_worker(
+        pool: &Arc<WorkerPool<u32>>,
+    ) -> (Arc<Barrier>, tokio::task::JoinHandle<Result<Timed<()>>>) {
+        let gate = Arc::new(Barrier::new(2));
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let g = Arc::clone(&gate);
+        let p = Arc::clone(pool);
+        let busy = tokio::spawn(async move {
+            p.run(far(), move |_| {
+                let _ = started_tx.send(());
+                g.wait();
+                Ok(())
+            })
+            .await
+        });
+        started_rx.await.unwrap();
+        (gate, busy)
+    }
+
+    #[tokio::test]
+    async fn full_queue_throttles_and_recovers() {
+        let pool = Arc::new(WorkerPool::start("t", 1, 1, |_| Ok(0u32)).unwrap());
+        let (gate, busy) = block_worker(&pool).await;
+        let p = Arc::clone(&pool);
+        let queued = tokio::spawn(async move { p.run(far(), |_| Ok(7)).await });
+        while pool.queued() == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            pool.run(far(), |_| Ok(0)).await.err(),
+            Some(Error::Throttled)
+        );
+        assert_eq!(pool.stats().throttled.load(Ordering::Relaxed), 1);
+        gate.wait();
+        busy.await.unwrap().unwrap();
+        assert_eq!(queued.await.unwrap().unwrap().value, 7);
+        assert_eq!(pool.run(far(), |_| Ok(8)).await.unwrap().value, 8);
+    }
+
+    #[tokio::test]
+    async fn expired_work_never_runs() {
+        let pool = Arc::new(WorkerPool::start("t", 1, 4, |_| Ok(0u32)).unwrap());
+        assert_eq!(
+            pool.run(Instant::now(), |_| Ok(())).await.err(),
+            Some(Error::DeadlineExceeded)
+        );
+        let (gate, busy) = block_worker(&pool).await;
+        // Queued behind the blocked worker with a short deadline: the caller gives up at the
+        // deadline, and the worker later drops the job without running it.
+        let short = Instant::now() + Duration::from_millis(30);
+        let r = pool
+            .run(short, |s: &mut u32| {
+                *s += 1;
+                Ok(())
+            })
+            .await;
+        assert_eq!(r.err(), Some(Error::DeadlineExceeded));
+        gate.wait();
+        busy.await.unwrap().unwrap();
+        assert_eq!(pool.run(far(), |s| Ok(*s)).await.unwrap().value, 0);
+        assert!(pool.stats().expired.load(Ordering::Relaxed) >= 2);
+    }
+
+    #[tokio::test]
+    async fn panicking_job_keeps_worker() {
+        let pool = WorkerPool::start("t", 1, 4, |_| Ok(())).unwrap();
+        let r: Result<Timed<()>> = pool.run(far(), |_| panic!("boom")).await;
+        assert!(matches!(r, Err(Error::Internal(_))));
+        assert_eq!(pool.run(far(), |_| Ok(3)).await.unwrap().value, 3);
+    }
+}
