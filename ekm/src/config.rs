@@ -205,18 +205,11 @@ impl Config {
 
     /// Parses TOML text with the given environment overrides.
     pub fn parse(text: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
-        let mut table: toml::Table =
+        let mut value: toml::Value =
             toml::from_str(text).map_err(|e| Error::Config(format!("TOML: {e}")))?;
-        for (name, value) in env {
-            let Some(path) = name.strip_prefix(ENV_PREFIX) else {
-                continue;
-            };
-            let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
-            set_path(&mut table, &keys, &value)?;
-        }
-        toml::Value::Table(table)
-            .try_into()
-            .map_err(|e| Error::Config(format!("{e}")))
+        schemas::config::overlay_env(&mut value, ENV_PREFIX.trim_end_matches('_'), env)
+            .map_err(|e| Error::Config(e.to_string()))?;
+        value.try_into().map_err(|e| Error::Config(format!("{e}")))
     }
 
     /// The PKCS#11 manager configuration (reads the PIN).
@@ -320,32 +313,6 @@ pub fn secret_from(file: Option<&Path>, env: Option<&str>, what: &str) -> Result
             "set exactly one of {what}_file and {what}_env"
         ))),
     }
-}
-
-/// Sets `keys` (a dotted path) in `table` to `value`, typed as a TOML integer, float or boolean
-/// when it parses as one, otherwise as a string.
-fn set_path(table: &mut toml::Table, keys: &[String], value: &str) -> Result<()> {
-    let Some((last, parents)) = keys.split_last() else {
-        return Ok(());
-    };
-    let mut current = table;
-    for key in parents {
-        let entry = current
-            .entry(key.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        current = entry.as_table_mut().ok_or_else(|| {
-            Error::Config(format!("{ENV_PREFIX}{}: not a section", keys.join("__")))
-        })?;
-    }
-    let typed = if let Ok(i) = value.parse::<i64>() {
-        toml::Value::Integer(i)
-    } else if let Ok(b) = value.parse::<bool>() {
-        toml::Value::Boolean(b)
-    } else {
-        toml::Value::String(value.to_owned())
-    };
-    current.insert(last.clone(), typed);
-    Ok(())
 }
 
 #[cfg(test)]

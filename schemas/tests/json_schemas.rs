@@ -24,7 +24,21 @@ fn check(schema: &str, good: &[Value], bad: &[Value]) {
     let path = json_dir().join(schema);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let schema_json: Value = serde_json::from_str(&text).unwrap();
-    let validator = jsonschema::validator_for(&schema_json)
+    // Every schema file is registered under its $id, so cross-file $refs resolve offline.
+    let mut files = BTreeSet::new();
+    schema_files(&json_dir(), &mut files);
+    let resources = files.iter().map(|f| {
+        let doc: Value =
+            serde_json::from_str(&std::fs::read_to_string(json_dir().join(f)).unwrap()).unwrap();
+        let id = doc["$id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{f} has no $id"))
+            .to_owned();
+        (id, jsonschema::Resource::from_contents(doc).unwrap())
+    });
+    let validator = jsonschema::options()
+        .with_resources(resources)
+        .build(&schema_json)
         .unwrap_or_else(|e| panic!("{schema} is not a valid JSON Schema: {e}"));
     assert!(!good.is_empty(), "{schema}: no positive example");
     for doc in good {
@@ -256,6 +270,34 @@ fn xki_messages_match_their_schemas() {
     xki_error();
 }
 
+#[test]
+fn ekm_messages_match_their_schemas() {
+    let examples = schemas::ekm::examples();
+    for (name, file) in schemas::ekm::SCHEMA_FILES {
+        let good: Vec<Value> = examples
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone())
+            .collect();
+        // Every message is an object with required fields, except the bare error code.
+        let bad = if name == "ErrorCode" {
+            vec![json!("NoSuchCode"), json!(7)]
+        } else {
+            let mut wrong_types = good[0].clone();
+            for value in wrong_types.as_object_mut().unwrap().values_mut() {
+                *value = json!({"not": "this"});
+            }
+            let mut bad = vec![json!(42), wrong_types];
+            // Every field of a deletion request is optional: `{}` is a valid one.
+            if name != "ScheduleDeletionRequest" {
+                bad.push(json!({}));
+            }
+            bad
+        };
+        check(&format!("ekm/{file}"), &good, &bad);
+    }
+}
+
 fn schema_files(dir: &Path, out: &mut BTreeSet<String>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -275,6 +317,7 @@ fn schema_files(dir: &Path, out: &mut BTreeSet<String>) {
 #[test]
 fn every_schema_file_is_tested() {
     xki_messages_match_their_schemas();
+    ekm_messages_match_their_schemas();
     let mut files = BTreeSet::new();
     schema_files(&json_dir(), &mut files);
     assert!(files.len() >= 9, "schema files missing: {files:?}");
