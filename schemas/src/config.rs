@@ -27,7 +27,8 @@ pub fn overlay_env(
         if path.iter().any(String::is_empty) {
             return Err(OverlayError::BadName(name));
         }
-        set_path(root, &path, parse_scalar(&raw)).map_err(|()| OverlayError::NotATable(name.clone()))?;
+        set_path(root, &path, parse_scalar(&raw))
+            .map_err(|()| OverlayError::NotATable(name.clone()))?;
         applied.push(name);
     }
     Ok(applied)
@@ -35,13 +36,17 @@ pub fn overlay_env(
 
 fn parse_scalar(raw: &str) -> Value {
     match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| Value::String(raw.to_owned())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| Value::String(raw.to_owned())),
         Err(_) => Value::String(raw.to_owned()),
     }
 }
 
 fn set_path(node: &mut Value, path: &[String], value: Value) -> Result<(), ()> {
-    let Value::Table(table) = node else { return Err(()) };
+    let Value::Table(table) = node else {
+        return Err(());
+    };
     match path {
         [] => Err(()),
         [last] => {
@@ -81,7 +86,10 @@ mod tests {
             "xki_proxy",
             [
                 ("XKI_PROXY__SERVER__PORT".to_owned(), "8443".to_owned()),
-                ("XKI_PROXY__SERVER__NAME".to_owned(), "plain text".to_owned()),
+                (
+                    "XKI_PROXY__SERVER__NAME".to_owned(),
+                    "plain text".to_owned(),
+                ),
                 ("XKI_PROXY__LIMITS__ENABLED".to_owned(), "true".to_owned()),
                 ("XKI_PROXY__LIST".to_owned(), "[\"a\", \"b\"]".to_owned()),
                 ("OTHER__SERVER__PORT".to_owned(), "1".to_owned()),
@@ -100,8 +108,14 @@ mod tests {
     fn errors() {
         let mut root: Value = toml::from_str("port = 1").unwrap();
         let bad = [("P__PORT__X".to_owned(), "1".to_owned())];
-        assert!(matches!(overlay_env(&mut root, "p", bad), Err(OverlayError::NotATable(_))));
+        assert!(matches!(
+            overlay_env(&mut root, "p", bad),
+            Err(OverlayError::NotATable(_))
+        ));
         let empty = [("P__A____B".to_owned(), "1".to_owned())];
-        assert!(matches!(overlay_env(&mut root, "p", empty), Err(OverlayError::BadName(_))));
+        assert!(matches!(
+            overlay_env(&mut root, "p", empty),
+            Err(OverlayError::BadName(_))
+        ));
     }
 }

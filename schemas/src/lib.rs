@@ -9,9 +9,9 @@
 //! - [`b64`]: strict standard Base64.
 #![forbid(unsafe_code)]
 
+pub mod acs;
 pub mod b64;
 pub mod config;
-pub mod acs;
 pub mod ekm;
 pub mod http;
 pub mod kms;
