@@ -1,0 +1,218 @@
+//! The `KeyBackend` seam: what an instance kind does with key material. One trait, one
+//! implementation per kind (software, hardware, external), one shared conformance suite.
+//! Differences are declared in [`Capabilities`], not special-cased in handlers.
+//!
+//! The API layer owns metadata (the store) and the state × operation matrix; a backend only
+//! makes material for a new key version and runs crypto with it. Payloads returned by
+//! `encrypt` go after the version id in the ciphertext blob (`crate::blob`).
+
+use schemas::xki::ExternalKeyId;
+use zeroize::Zeroizing;
+
+use crate::ids::{KeyId, KeyVersionId};
+use crate::store::{ConnectionState, InstanceKind};
+
+/// What a backend can do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Key specs it can create (`Aliyun_AES_256`, …).
+    pub key_specs: &'static [&'static str],
+    /// `ProtectionLevel` of its keys (`SOFTWARE` or `HSM`).
+    pub protection_level: &'static str,
+    /// Whether keys can gain versions (rotation, CreateKeyVersion).
+    pub rotation: bool,
+    /// Whether key material can be imported (`Origin=EXTERNAL`).
+    pub import: bool,
+    /// Whether CreateKey needs an `ExternalKeyId` (external instances).
+    pub needs_external_key_id: bool,
+}
+
+/// Connection state of an instance, with the reason when it is `Error`. Software and hardware
+/// instances are `Connected` while they work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstanceStatus {
+    /// `Uninitialized`, `Connecting`, `Connected`, `Disconnected` or `Error`.
+    pub state: ConnectionState,
+    /// Set when `state` is `Error`.
+    pub error: Option<ConnectionError>,
+}
+
+impl InstanceStatus {
+    /// A working instance.
+    pub const CONNECTED: Self = Self {
+        state: ConnectionState::Connected,
+        error: None,
+    };
+}
+
+/// Why an external instance is in `Error` (XKS connection error codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectionError {
+    /// SigV4 refused (`AuthenticationFailedException`).
+    InvalidCredentials,
+    /// The proxy's authorization refused us.
+    AccessDenied,
+    /// Wrong path (`InvalidUriPathException`).
+    InvalidConfiguration,
+    /// The proxy's answer cannot be understood.
+    InvalidResponse,
+    /// TLS failed: untrusted or mismatched certificate, fingerprint mismatch, no TLS 1.2+.
+    InvalidTlsConfiguration,
+    /// No TCP connection, or every HSM of the fleet is UNAVAILABLE.
+    NotReachable,
+    /// The proxy did not answer in time.
+    TimedOut,
+    /// Anything else.
+    InternalError,
+}
+
+impl ConnectionError {
+    /// The code shown to operators.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidCredentials => "INVALID_CREDENTIALS",
+            Self::AccessDenied => "XKS_PROXY_ACCESS_DENIED",
+            Self::InvalidConfiguration => "XKS_PROXY_INVALID_CONFIGURATION",
+            Self::InvalidResponse => "XKS_PROXY_INVALID_RESPONSE",
+            Self::InvalidTlsConfiguration => "XKS_PROXY_INVALID_TLS_CONFIGURATION",
+            Self::NotReachable => "XKS_PROXY_NOT_REACHABLE",
+            Self::TimedOut => "XKS_PROXY_TIMED_OUT",
+            Self::InternalError => "INTERNAL_ERROR",
+        }
+    }
+}
+
+/// Material of one key version as the store keeps it: sealed bytes (software) or a reference
+/// (hardware object label, external key id). Never clear material.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct VersionMaterial {
+    /// Material sealed under the root key (software keys only).
+    pub sealed: Option<Vec<u8>>,
+    /// Backend reference (HSM object label, …).
+    pub backend_ref: Option<String>,
+}
+
+impl std::fmt::Debug for VersionMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VersionMaterial")
+            .field("sealed_len", &self.sealed.as_ref().map(Vec::len))
+            .field("backend_ref", &self.backend_ref)
+            .finish()
+    }
+}
+
+/// Everything a backend needs to know about the key an operation is for.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyContext<'a> {
+    /// The KMS key.
+    pub key_id: &'a KeyId,
+    /// Its ARN (sent to an XKI proxy as `kmsKeyArn`).
+    pub key_arn: &'a str,
+    /// The version used.
+    pub version_id: &'a KeyVersionId,
+    /// The version's stored material or reference.
+    pub material: &'a VersionMaterial,
+    /// The external key (external instances).
+    pub external_key_id: Option<&'a ExternalKeyId>,
+    /// Caller principal (sent to an XKI proxy as `awsPrincipalArn`).
+    pub principal: &'a str,
+    /// The KMS operation (sent as `kmsOperation`).
+    pub operation: &'a str,
+    /// The request id (sent as `kmsRequestId`, logged).
+    pub request_id: &'a str,
+}
+
+/// A request for the material of a new key version.
+#[derive(Debug, Clone, Copy)]
+pub struct NewVersion<'a> {
+    /// The key.
+    pub key_id: &'a KeyId,
+    /// The new version.
+    pub version_id: &'a KeyVersionId,
+    /// Key spec (`Aliyun_AES_256`, …).
+    pub key_spec: &'a str,
+    /// The external key to bind (external instances; checked with the proxy).
+    pub external_key_id: Option<&'a ExternalKeyId>,
+    /// Caller principal.
+    pub principal: &'a str,
+    /// Request id.
+    pub request_id: &'a str,
+}
+
+/// Everything a backend operation can fail with. The API layer maps these onto KMS error codes
+/// in one place.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The ciphertext does not authenticate (tampered, wrong context).
+    #[error("the ciphertext does not authenticate")]
+    InvalidCiphertext,
+    /// The backend cannot be used now: instance not connected, proxy or HSM unreachable.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The external key is not ENABLED in the XKI proxy.
+    #[error("the external key is disabled in the XKI proxy")]
+    ExternalKeyDisabled,
+    /// The external key does not exist in the XKI proxy.
+    #[error("the external key was not found in the XKI proxy")]
+    ExternalKeyNotFound,
+    /// The external key cannot back a KMS key (spec, usage, state).
+    #[error("the external key cannot be used: {0}")]
+    ExternalKeyUnusable(String),
+    /// The backend is overloaded.
+    #[error("the key backend is busy")]
+    Throttled,
+    /// The backend did not answer in time.
+    #[error("the key backend timed out")]
+    Timeout,
+    /// Not something this backend does (see its capabilities).
+    #[error("{0}")]
+    Unsupported(&'static str),
+    /// Bad input the API layer could not catch (sizes, …).
+    #[error("{0}")]
+    InvalidParameter(String),
+    /// A failure inside the backend (details in logs only).
+    #[error("internal failure in the key backend")]
+    Internal(String),
+}
+
+/// What an instance kind does with key material.
+#[async_trait::async_trait]
+pub trait KeyBackend: Send + Sync + 'static {
+    /// The instance kind.
+    fn kind(&self) -> InstanceKind;
+
+    /// What it can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// The instance's connection state (external instances change it; others are `Connected`).
+    fn status(&self) -> InstanceStatus {
+        InstanceStatus::CONNECTED
+    }
+
+    /// Makes (or, for external keys, checks and references) the material of a new version.
+    async fn new_version(&self, request: NewVersion<'_>) -> Result<VersionMaterial, BackendError>;
+
+    /// Encrypts `plaintext` with `aad`; returns the payload that follows the version id in the
+    /// ciphertext blob.
+    async fn encrypt(
+        &self,
+        key: KeyContext<'_>,
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<Vec<u8>, BackendError>;
+
+    /// Decrypts a payload produced by `encrypt` for the same version and AAD.
+    async fn decrypt(
+        &self,
+        key: KeyContext<'_>,
+        payload: &[u8],
+        aad: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, BackendError>;
+
+    /// Forgets a version's material when its key is deleted (destroys HSM objects; no-op for
+    /// software material, which goes with its row, and for external keys, which the proxy owns).
+    async fn destroy_version(&self, _material: &VersionMaterial) -> Result<(), BackendError> {
+        Ok(())
+    }
+}

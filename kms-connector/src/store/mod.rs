@@ -1,0 +1,118 @@
+//! The metadata store of the kms-connector: instances, keys and their versions, aliases, tags,
+//! key policies, the audit trail and the OpenAPI nonce-replay table.
+//!
+//! One code path serves SQLite (one machine, the default) and PostgreSQL (replicas sharing one
+//! database): queries are written against [`DbConnection`], a `diesel::MultiConnection` enum,
+//! and drawn from an r2d2 pool. The schema is embedded per backend (`migrations/sqlite`,
+//! `migrations/postgres`) and brought up to date by [`Store::open`].
+//!
+//! Every public method is `async` and runs its blocking diesel work on tokio's blocking pool,
+//! never on the executor. State a replica needs from another (key states, nonces, aliases) lives
+//! only in the database; updates that must not be won twice (state transitions, rotations,
+//! purges) are conditional `UPDATE`s inside one transaction.
+//!
+//! Times are stored as `BIGINT` Unix milliseconds UTC ([`UnixMillis`]). The store never sees
+//! clear key material: software versions carry bytes sealed by the caller.
+
+mod aliases;
+mod audit;
+mod conn;
+mod error;
+mod instances;
+mod keys;
+mod lifecycle;
+mod models;
+mod nonces;
+pub mod schema;
+mod tags;
+mod types;
+mod versions;
+
+use std::sync::Arc;
+
+use diesel::connection::SimpleConnection;
+
+pub use self::conn::{Backend, StoreOptions};
+pub use self::error::{Entity, StoreError};
+pub use self::models::{
+    Alias, AuditEvent, AuditQuery, DEFAULT_POLICY_NAME, Instance, Key, KeyFilter, KeyTag,
+    KeyVersion, NewInstance, NewKey, StateChange, Tag,
+};
+pub use self::types::{
+    AutomaticRotation, ConnectionState, InstanceKind, KeyOrigin, Page, Paged, ProtectionLevel,
+    UnixMillis,
+};
+pub use schemas::kms::KeyState;
+
+use self::conn::{DbConnection, DbPool, Target};
+
+/// A handle on the metadata store; cheap to clone (one shared pool).
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: DbPool,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Store {
+    // The URL may hold a password: only the backend is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.inner.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens the store at `url` with default pool settings and runs pending migrations.
+    ///
+    /// `postgres://…` (or `postgresql://…`) selects PostgreSQL; `sqlite:///abs/path.db`,
+    /// `sqlite:rel/path.db` or a bare path selects SQLite (the file and its directory are
+    /// created if missing).
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, StoreOptions::default()).await
+    }
+
+    /// [`Store::open`] with explicit pool settings.
+    pub async fn open_with(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
+        let target = Target::parse(url)?;
+        let backend = target.backend();
+        let pool = tokio::task::spawn_blocking(move || conn::open_pool(target, &options))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??;
+        Ok(Self {
+            inner: Arc::new(Inner { pool, backend }),
+        })
+    }
+
+    /// The database this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+
+    /// Checks that the database answers (readiness probes).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|conn| Ok(conn.batch_execute("SELECT 1")?)).await
+    }
+
+    /// Runs `work` with a pooled connection on the blocking pool.
+    async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner
+                .pool
+                .get()
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            work(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
