@@ -54,10 +54,9 @@ impl Reloader {
     /// TLS material. Listeners, backend and limits need a restart. On error nothing changes.
     pub fn apply(&self, config: &Config) -> Result<(), StartError> {
         // Build everything first so a bad file leaves the running state untouched.
-        let probe = KeyStores::build(config, None)?;
-        drop(probe);
+        let stores = KeyStores::build(config, Some(&self.tenancy.snapshot()))?;
         self.tls.reload(&config.server)?;
-        self.tenancy.reload(config)?;
+        self.tenancy.replace(stores);
         Ok(())
     }
 
@@ -157,10 +156,20 @@ impl Application {
                 source,
             })?
             .port();
+        // Load balancers need a probe; on the main port only when it does not demand client
+        // certificates (spec §4.3), otherwise on the ops port alone.
+        let main_probes = config.server.mtls.is_none();
+        let health_data = web::Data::from(health.clone());
         let mut server = HttpServer::new(move || {
-            App::new()
-                .app_data(xki_state.clone())
-                .default_service(web::to(handle))
+            let app = App::new().app_data(xki_state.clone());
+            let app = if main_probes {
+                app.app_data(health_data.clone())
+                    .route("/ping", web::get().to(crate::ops::ping))
+                    .route("/ready", web::get().to(crate::ops::ready))
+            } else {
+                app
+            };
+            app.default_service(web::to(handle))
         })
         .keep_alive(Duration::from_secs(config.server.keep_alive_secs))
         .client_request_timeout(Duration::from_secs(5))
@@ -198,9 +207,11 @@ impl Application {
                 source,
             })?
             .port();
+        let ops_health = web::Data::from(health.clone());
         let ops_server = HttpServer::new(move || {
             App::new()
                 .app_data(ops_state.clone())
+                .app_data(ops_health.clone())
                 .configure(crate::ops::configure)
         })
         .workers(1)

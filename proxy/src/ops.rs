@@ -54,12 +54,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/admin/reload", web::post().to(reload));
 }
 
-async fn ready(state: web::Data<OpsState>) -> HttpResponse {
-    if state.health.ready() {
-        HttpResponse::Ok().json(state.health.response())
+/// `/ready`: 200 while at least one HSM is ACTIVE or DEGRADED, 503 otherwise; the body is the
+/// cached deep health either way.
+pub async fn ready(health: web::Data<HealthCache>) -> HttpResponse {
+    if health.ready() {
+        HttpResponse::Ok().json(health.response())
     } else {
-        HttpResponse::ServiceUnavailable().json(state.health.response())
+        HttpResponse::ServiceUnavailable().json(health.response())
     }
+}
+
+/// `/ping`: the process answers.
+pub async fn ping() -> HttpResponse {
+    HttpResponse::Ok().body("pong")
 }
 
 async fn metrics(state: web::Data<OpsState>) -> HttpResponse {

@@ -194,11 +194,10 @@ impl Tenancy {
             .clone()
     }
 
-    /// Rebuilds from `config` and swaps. On error the old stores stay in force.
-    pub fn reload(&self, config: &Config) -> Result<(), ConfigError> {
-        let next = KeyStores::build(config, Some(&self.snapshot()))?;
+    /// Swaps in `next` (built with [`KeyStores::build`] against the current snapshot so quota
+    /// buckets carry over). Requests in flight keep the stores they started with.
+    pub fn replace(&self, next: KeyStores) {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
-        Ok(())
     }
 }
 

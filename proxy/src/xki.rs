@@ -90,20 +90,19 @@ pub async fn handle(
                 .finish(),
             "MethodNotAllowed",
         ),
-        Err(Failure::Xki(e)) => {
-            state
-                .metrics
-                .errors
-                .get_or_create(&ErrorLabels {
-                    op: trace.op,
-                    error_name: e.name.as_str(),
-                })
-                .inc();
+        Err(Failure::TooLarge(cap)) => {
+            let e = XkiError::new(
+                ErrorName::ValidationException,
+                format!("request body larger than {cap} bytes"),
+            );
+            count_error(&state, trace.op, e.name);
             let mut response = e.error_response();
-            if e.name == ErrorName::ValidationException && e.message.starts_with(TOO_LARGE) {
-                *response.status_mut() = actix_web::http::StatusCode::PAYLOAD_TOO_LARGE;
-            }
+            *response.status_mut() = actix_web::http::StatusCode::PAYLOAD_TOO_LARGE;
             (response, e.name.as_str())
+        }
+        Err(Failure::Xki(e)) => {
+            count_error(&state, trace.op, e.name);
+            (e.error_response(), e.name.as_str())
         }
     };
     tracing::info!(
@@ -122,10 +121,33 @@ pub async fn handle(
     response
 }
 
-const TOO_LARGE: &str = "request body larger than";
+fn count_error(state: &XkiState, op: &'static str, name: ErrorName) {
+    state
+        .metrics
+        .errors
+        .get_or_create(&ErrorLabels {
+            op,
+            error_name: name.as_str(),
+        })
+        .inc();
+}
+
+/// Waits for the backend no longer than the request deadline: a backend that ignores the
+/// deadline in its context still gets the caller a clean, retryable 503 in time.
+async fn within_deadline<T>(
+    state: &XkiState,
+    call: impl std::future::Future<Output = Result<T, ekm::Error>>,
+) -> Result<T, ekm::Error> {
+    match tokio::time::timeout(state.deadline, call).await {
+        Ok(result) => result,
+        Err(_) => Err(ekm::Error::DeadlineExceeded),
+    }
+}
 
 enum Failure {
     MethodNotAllowed,
+    /// The body is over the cap: 413 with a ValidationException body, decided before auth.
+    TooLarge(usize),
     Xki(XkiError),
 }
 
@@ -175,12 +197,6 @@ async fn serve(
     let auth_started = Instant::now();
     authenticate(req, &body, &store)?;
     trace.auth = auth_started.elapsed();
-    if !store.admit() {
-        return Err(xki(
-            ErrorName::ThrottlingException,
-            "request quota of this key store exceeded",
-        ));
-    }
 
     match route {
         Route::Health { .. } => {
@@ -190,6 +206,13 @@ async fn serve(
             Ok(HttpResponse::Ok().json(state.health.response()))
         }
         Route::Key { key_id, op, .. } => {
+            // The quota protects the HSM; health (answered from memory) is exempt.
+            if !store.admit() {
+                return Err(xki(
+                    ErrorName::ThrottlingException,
+                    "request quota of this key store exceeded",
+                ));
+            }
             let key = ExternalKeyId::parse(key_id)
                 .map_err(|e| XkiError::new(ErrorName::ValidationException, e.to_string()))?;
             match op {
@@ -207,9 +230,9 @@ async fn serve(
                     authorize(&store, &request.request_metadata, &key)?;
                     let ctx = context(trace, state);
                     let started = Instant::now();
-                    let result = state
-                        .backend
-                        .encrypt(
+                    let result = within_deadline(
+                        state,
+                        state.backend.encrypt(
                             &ctx,
                             &key,
                             ekm::EncryptRequest {
@@ -217,8 +240,9 @@ async fn serve(
                                 aad: valid.aad,
                                 want_cdiv: valid.want_cdiv,
                             },
-                        )
-                        .await;
+                        ),
+                    )
+                    .await;
                     record_backend(state, trace, started);
                     let out = result?;
                     Ok(HttpResponse::Ok().json(EncryptResponse {
@@ -237,9 +261,9 @@ async fn serve(
                     authorize(&store, &request.request_metadata, &key)?;
                     let ctx = context(trace, state);
                     let started = Instant::now();
-                    let result = state
-                        .backend
-                        .decrypt(
+                    let result = within_deadline(
+                        state,
+                        state.backend.decrypt(
                             &ctx,
                             &key,
                             ekm::DecryptRequest {
@@ -249,8 +273,9 @@ async fn serve(
                                 ciphertext_metadata: valid.ciphertext_metadata,
                                 aad: valid.aad,
                             },
-                        )
-                        .await;
+                        ),
+                    )
+                    .await;
                     record_backend(state, trace, started);
                     let plaintext = result?;
                     Ok(HttpResponse::Ok().json(DecryptResponse {
@@ -295,12 +320,7 @@ async fn read_body(
     mut payload: web::Payload,
     cap: usize,
 ) -> Result<Vec<u8>, Failure> {
-    let too_large = || {
-        xki(
-            ErrorName::ValidationException,
-            format!("{TOO_LARGE} {cap} bytes"),
-        )
-    };
+    let too_large = || Failure::TooLarge(cap);
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -393,7 +413,7 @@ async fn metadata(
                 .inc();
             let ctx = context(trace, state);
             let started = Instant::now();
-            let result = state.backend.describe_key(&ctx, key).await;
+            let result = within_deadline(state, state.backend.describe_key(&ctx, key)).await;
             record_backend(state, trace, started);
             let info = result?;
             state.metadata_cache.insert(key.clone(), info.clone());

@@ -1,0 +1,109 @@
+//! The operations side (spec §1.10, §4.3): liveness and readiness for a load balancer,
+//! Prometheus metrics named after the XKS errors, and the admin API behind its bearer token.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::client::encrypt_body;
+use common::{Proxy, Setup};
+use reqwest::Method;
+
+#[actix_web::test]
+async fn ping_and_ready_answer_on_the_ops_port() {
+    let proxy = Proxy::default().await;
+    assert_eq!(proxy.ops_get("/ping").await.0, 200);
+    let (status, body) = proxy.ops_get("/ready").await;
+    assert_eq!(status, 200, "healthy SoftHSM: {body}");
+}
+
+/// §4.3: "/ping and /ready on a separate plain-HTTP port; the same routes on the main port
+/// when mTLS is off" (a load balancer's TLS health check).
+#[actix_web::test]
+async fn ping_and_ready_are_also_served_on_the_main_port_without_mtls() {
+    let proxy = Proxy::default().await;
+    let client = proxy.unsigned("");
+    for path in ["/ping", "/ready"] {
+        let reply = client.send(Method::GET, path, Vec::new()).await;
+        assert_eq!(
+            reply.status,
+            200,
+            "GET {path} on the TLS port: {}",
+            String::from_utf8_lossy(&reply.body)
+        );
+    }
+}
+
+#[actix_web::test]
+async fn metrics_expose_latency_and_errors_by_xks_error_name() {
+    let proxy = Proxy::default().await;
+    let client = proxy.client("");
+    let key = proxy.key("metrics").await;
+    client.health().await.ok();
+    client.encrypt_ok(&key, b"counted", None).await;
+    let mut bad = encrypt_body(b"x", None, false);
+    bad["encryptionAlgorithm"] = "AES_CBC".into();
+    client
+        .encrypt(&key, &bad)
+        .await
+        .error(400, "ValidationException");
+    proxy
+        .unsigned("")
+        .health()
+        .await
+        .error(401, "AuthenticationFailedException");
+
+    let (status, text) = proxy.ops_get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(text.contains("xki_request_duration_seconds"), "{text}");
+    let errors = |name: &str| -> f64 {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && l.contains(&format!("error_name=\"{name}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(errors("ValidationException") >= 1.0, "{text}");
+    assert!(errors("AuthenticationFailedException") >= 1.0, "{text}");
+    assert_eq!(errors("InternalException"), 0.0);
+    let encrypt_count = text
+        .lines()
+        .find(|l| l.starts_with("xki_request_duration_seconds_count") && l.contains("encrypt"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert!(encrypt_count.unwrap_or(0.0) >= 2.0, "{text}");
+}
+
+#[actix_web::test]
+async fn the_admin_api_requires_its_bearer_token() {
+    let proxy = Proxy::start(Setup::new()).await;
+    let key = proxy.key("admin").await;
+    let client = proxy.client("");
+    for token in [None, Some("wrong-token"), Some("")] {
+        let (status, body) = proxy
+            .admin_post(&format!("/admin/keys/{key}/disable"), token)
+            .await;
+        assert_eq!(status, 401, "token {token:?}: {body}");
+        let response = reqwest::Client::new()
+            .get(proxy.ops_url("/admin/keys"))
+            .bearer_auth(token.unwrap_or_default())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 401);
+    }
+    // Nothing changed.
+    assert_eq!(client.metadata(&key).await.ok()["keyStatus"], "ENABLED");
+    let listed = reqwest::Client::new()
+        .get(proxy.ops_url("/admin/keys"))
+        .bearer_auth(&proxy.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status().as_u16(), 200);
+    let keys: serde_json::Value = listed.json().await.unwrap();
+    assert!(
+        keys.as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["externalKeyId"] == key.as_str() && k["state"] == "ENABLED"),
+        "{keys}"
+    );
+}
