@@ -502,3 +502,60 @@ async fn sixty_four_concurrent_clients() {
     }
     assert!(total > 1000, "{total} round trips");
 }
+
+/// Regression: SoftHSM fails object writes that overlap a search in another session. Metadata
+/// reads (a search per uncached lookup) racing admin changes must never surface an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_changes_while_metadata_is_read() {
+    let token = new_token("race");
+    let m = Arc::new(open(&token).await);
+    let c = ctx();
+    let watched = m
+        .create_key(
+            &c,
+            CreateKey {
+                id: Some(id("watched")),
+                usage: KeyUsage::BOTH,
+                description: None,
+            },
+        )
+        .await
+        .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        let (m, stop, key) = (m.clone(), stop.clone(), watched.id.clone());
+        readers.push(tokio::spawn(async move {
+            let mut reads = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                m.describe_key(&ctx(), &key).await.unwrap();
+                m.list_keys(&ctx()).await.unwrap();
+                reads += 1;
+            }
+            reads
+        }));
+    }
+    for i in 0..20 {
+        let key = m
+            .create_key(
+                &c,
+                CreateKey {
+                    id: Some(id(&format!("race-{i}"))),
+                    usage: KeyUsage::BOTH,
+                    description: None,
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("create {i} failed during concurrent reads: {e}"));
+        m.disable_key(&c, &key.id)
+            .await
+            .unwrap_or_else(|e| panic!("disable {i}: {e}"));
+        m.enable_key(&c, &key.id)
+            .await
+            .unwrap_or_else(|e| panic!("enable {i}: {e}"));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        assert!(r.await.unwrap() > 0, "the readers ran");
+    }
+}

@@ -84,11 +84,26 @@ pub fn aes_key_template(label: &str, usage: KeyUsage) -> Vec<Attribute> {
     ]
 }
 
-/// Generates a key object. Key generation is serialised process-wide: SoftHSM's concurrent
-/// keygen fails sporadically (SoftHSMv2 #573/#576).
+/// Serialises token-object writes against searches, process-wide. SoftHSM fails object
+/// creation, destruction and concurrent key generation that overlap a `C_FindObjects` in
+/// another session with `CKR_GENERAL_ERROR` / `CKR_TEMPLATE_INCONSISTENT` (SoftHSMv2
+/// #573/#576; reproduced here with metadata reads during admin changes). Searches share the
+/// lock, writes take it alone; crypto on cached handles takes none, so the hot path is free.
+static TOKEN_OBJECTS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Held while searching token objects.
+pub fn searching() -> std::sync::RwLockReadGuard<'static, ()> {
+    TOKEN_OBJECTS.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Held while creating, changing or destroying token objects.
+pub fn writing() -> std::sync::RwLockWriteGuard<'static, ()> {
+    TOKEN_OBJECTS.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Generates a key object (exclusive with searches and other writes, see [`writing`]).
 pub fn generate_key(session: &Session, label: &str, usage: KeyUsage) -> Result<ObjectHandle> {
-    static KEYGEN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _serial = KEYGEN.lock().unwrap_or_else(|p| p.into_inner());
+    let _exclusive = writing();
     session
         .generate_key(&Mechanism::AesKeyGen, &aes_key_template(label, usage))
         .map_err(hsm_error)
@@ -118,6 +133,7 @@ fn read_record(session: &Session, object: ObjectHandle) -> Result<KeyRecord> {
 
 /// Reads the newest record of `id`, if any.
 pub fn load(session: &Session, id: &ExternalKeyId) -> Result<Option<KeyRecord>> {
+    let _shared = searching();
     let mut best: Option<KeyRecord> = None;
     for object in record_objects(session, Some(&record_label(id)))? {
         let record = read_record(session, object)?;
@@ -130,6 +146,7 @@ pub fn load(session: &Session, id: &ExternalKeyId) -> Result<Option<KeyRecord>> 
 
 /// Reads every record (newest revision per id), sorted by id.
 pub fn load_all(session: &Session) -> Result<Vec<KeyRecord>> {
+    let _shared = searching();
     let mut newest: HashMap<ExternalKeyId, KeyRecord> = HashMap::new();
     for object in record_objects(session, None)? {
         let record = read_record(session, object)?;
@@ -147,6 +164,7 @@ pub fn load_all(session: &Session) -> Result<Vec<KeyRecord>> {
 
 /// Writes `record` as a new object, then destroys the previous ones.
 pub fn store(session: &Session, record: &KeyRecord) -> Result<()> {
+    let _exclusive = writing();
     let label = record_label(&record.id);
     let previous = record_objects(session, Some(&label))?;
     let value =
@@ -170,6 +188,7 @@ pub fn store(session: &Session, record: &KeyRecord) -> Result<()> {
 
 /// Destroys every record object of `id`.
 pub fn remove(session: &Session, id: &ExternalKeyId) -> Result<()> {
+    let _exclusive = writing();
     for object in record_objects(session, Some(&record_label(id)))? {
         session.destroy_object(object).map_err(hsm_error)?;
     }

@@ -372,6 +372,7 @@ impl Inner {
                     }
                     for version in &record.versions {
                         if let Some(object) = s.find_secret_key_opt(&version.label)? {
+                            let _exclusive = keys::writing();
                             s.session()?.destroy_object(object).map_err(hsm_error)?;
                         }
                         s.forget(&version.label);
@@ -435,6 +436,7 @@ impl KeyManager for Pkcs11KeyManager {
                 {
                     return Err(Error::KeyAlreadyExists(format!("HSM key {label:?}")));
                 }
+                let _exclusive = keys::writing();
                 session
                     .update_attributes(
                         object,

@@ -178,6 +178,7 @@ impl HsmSession {
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::Label(label.as_bytes().to_vec()),
         ];
+        let _shared = super::keys::searching();
         let found = match self.session()?.find_objects(&template) {
             Ok(found) => found,
             Err(e) => return Err(self.note_failure(e)),
