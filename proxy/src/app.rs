@@ -109,10 +109,14 @@ pub async fn build_backend(config: &Config) -> Result<Arc<dyn ekm::KeyManager>, 
             key_file,
             *pool_max_idle,
         )?)),
-        BackendConfig::InProcess { ekm_config } => Err(StartError::Backend(format!(
-            "in-process backend not wired yet ({})",
-            ekm_config.display()
-        ))),
+        BackendConfig::InProcess { ekm_config } => {
+            let backend = |e: ekm::Error| StartError::Backend(e.to_string());
+            let config = ekm::config::Config::load(Some(ekm_config)).map_err(backend)?;
+            let manager = ekm::pkcs11::Pkcs11KeyManager::open(config.pkcs11().map_err(backend)?)
+                .await
+                .map_err(backend)?;
+            Ok(Arc::new(manager))
+        }
     }
 }
 
