@@ -151,6 +151,7 @@ impl Application {
             metrics: metrics.clone(),
             limits: config.limits.xki(),
             deadline: config.limits.deadline(),
+            in_flight: tokio::sync::Semaphore::new(config.limits.max_in_flight),
         });
         let listener = bind(config.server.listen)?;
         let port = listener

@@ -120,6 +120,10 @@ pub struct LimitsConfig {
     /// Allowed clock skew of signed requests, in seconds.
     #[serde(default = "default_skew")]
     pub max_clock_skew_secs: u64,
+    /// Backend calls in flight at once; past it requests get an immediate, retryable
+    /// `ThrottlingException` instead of queueing into a timeout.
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: usize,
 }
 
 fn default_max_data() -> usize {
@@ -134,6 +138,9 @@ fn default_deadline_ms() -> u64 {
 fn default_skew() -> u64 {
     300
 }
+fn default_in_flight() -> usize {
+    256
+}
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -142,6 +149,7 @@ impl Default for LimitsConfig {
             max_aad_bytes: default_max_aad(),
             deadline_ms: default_deadline_ms(),
             max_clock_skew_secs: default_skew(),
+            max_in_flight: default_in_flight(),
         }
     }
 }
@@ -413,6 +421,9 @@ impl Config {
             .xki()
             .checked()
             .map_err(|m| ConfigError::Invalid(m.into()))?;
+        if self.limits.max_in_flight == 0 {
+            return invalid("limits.max_in_flight must be positive".into());
+        }
         if self.limits.deadline_ms == 0 {
             return invalid("limits.deadline_ms must be positive".into());
         }

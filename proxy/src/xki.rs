@@ -40,6 +40,8 @@ pub struct XkiState {
     pub limits: schemas::xki::Limits,
     /// Backend deadline per request.
     pub deadline: Duration,
+    /// Admission control: one permit per backend call in flight.
+    pub in_flight: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for XkiState {
@@ -132,12 +134,17 @@ fn count_error(state: &XkiState, op: &'static str, name: ErrorName) {
         .inc();
 }
 
-/// Waits for the backend no longer than the request deadline: a backend that ignores the
-/// deadline in its context still gets the caller a clean, retryable 503 in time.
+/// Calls the backend under admission control (too many calls in flight → an immediate
+/// `ThrottlingException`, so overload sheds load instead of queueing into timeouts) and no
+/// longer than the request deadline (a backend that ignores the deadline in its context still
+/// gets the caller a clean, retryable 503 in time).
 async fn within_deadline<T>(
     state: &XkiState,
     call: impl std::future::Future<Output = Result<T, ekm::Error>>,
 ) -> Result<T, ekm::Error> {
+    let Ok(_permit) = state.in_flight.try_acquire() else {
+        return Err(ekm::Error::Throttled);
+    };
     match tokio::time::timeout(state.deadline, call).await {
         Ok(result) => result,
         Err(_) => Err(ekm::Error::DeadlineExceeded),

@@ -177,3 +177,32 @@ async fn health_answers_from_its_cache_while_the_backend_is_slow() {
     }
     proxy.backend.set_fault(Fault::None);
 }
+
+/// Overload sheds load: with more backend calls in flight than `limits.max_in_flight`, the
+/// excess gets an immediate, retryable 429 instead of queueing into a timeout.
+#[actix_web::test]
+async fn calls_beyond_max_in_flight_are_throttled_at_once() {
+    let mut setup = Setup::new();
+    setup.limits = "deadline_ms = 2000\nmax_in_flight = 2\n".into();
+    let proxy = Proxy::start(setup).await;
+    let client = proxy.client("");
+    let key = proxy.key("busy").await;
+    proxy
+        .backend
+        .set_fault(Fault::Delay(Duration::from_millis(500)));
+    let body = encrypt_body(b"x", None, false);
+    let started = Instant::now();
+    let replies = futures_util::future::join_all((0..4).map(|_| client.encrypt(&key, &body))).await;
+    proxy.backend.set_fault(Fault::None);
+    let mut statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 429, 429], "two admitted, two shed");
+    for r in replies.into_iter().filter(|r| r.status == 429) {
+        r.error(429, "ThrottlingException");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "nothing waited for a timeout"
+    );
+    client.encrypt_ok(&key, b"after", None).await;
+}
