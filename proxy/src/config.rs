@@ -139,7 +139,9 @@ fn default_skew() -> u64 {
     300
 }
 fn default_in_flight() -> usize {
-    256
+    // Enough to keep a few HSM workers (or a remote EKM) busy; beyond it queueing only adds
+    // latency until the 200 ms deadline turns it into 503s.
+    64
 }
 
 impl Default for LimitsConfig {
