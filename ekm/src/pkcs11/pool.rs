@@ -21,7 +21,18 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::error::{Error, Result};
 
-type JobFn<S> = Box<dyn FnOnce(Result<&mut S>) + Send>;
+/// Runs a job on the worker's state and returns how to hand its result to the caller.
+type JobFn<S> = Box<dyn FnOnce(Result<&mut S>) -> Deliver + Send>;
+/// Sends a finished job's result to its caller (wakes the caller's task).
+type Deliver = Box<dyn FnOnce() + Send>;
+
+/// Most jobs a worker runs before handing their results back. Under load, replying to a batch
+/// at once wakes the (often parked) async runtime once instead of once per job; an idle queue
+/// gives a batch of one, so latency at low load is unchanged.
+const MAX_BATCH: usize = 8;
+/// Only fast jobs are batched: after a job slower than this (a network HSM) results go out at
+/// once, so batching adds at most `MAX_BATCH × FAST_JOB` (0.4 ms) to any reply.
+const FAST_JOB: Duration = Duration::from_micros(50);
 
 struct Job<S> {
     deadline: Instant,
@@ -133,11 +144,14 @@ impl<S: 'static> WorkerPool<S> {
             let started = Instant::now();
             let result = state.and_then(job);
             let busy = started.elapsed();
-            let _ = reply.send(result.map(|value| Timed {
+            let result = result.map(|value| Timed {
                 value,
                 queued: started.saturating_duration_since(submitted),
                 busy,
-            }));
+            });
+            Box::new(move || {
+                let _ = reply.send(result);
+            })
         });
         let sender = self
             .sender
@@ -185,18 +199,29 @@ impl<S: 'static> WorkerPool<S> {
 }
 
 fn worker_loop<S>(mut state: S, receiver: &Receiver<Job<S>>, stats: &PoolStats) {
-    while let Ok(job) = receiver.recv() {
-        if Instant::now() >= job.deadline {
-            stats.expired.fetch_add(1, Ordering::Relaxed);
-            (job.run)(Err(Error::DeadlineExceeded));
-            continue;
+    let mut replies: Vec<Deliver> = Vec::with_capacity(MAX_BATCH);
+    while let Ok(first) = receiver.recv() {
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            let started = Instant::now();
+            if started >= job.deadline {
+                stats.expired.fetch_add(1, Ordering::Relaxed);
+                replies.push((job.run)(Err(Error::DeadlineExceeded)));
+            } else {
+                let run = job.run;
+                let state = &mut state;
+                // A panic drops the job's reply sender, so the caller sees `Internal`.
+                match std::panic::catch_unwind(AssertUnwindSafe(move || run(Ok(state)))) {
+                    Ok(deliver) => replies.push(deliver),
+                    Err(_) => tracing::error!("HSM worker job panicked"),
+                }
+            }
+            if replies.len() >= MAX_BATCH || started.elapsed() > FAST_JOB {
+                replies.drain(..).for_each(|deliver| deliver());
+            }
+            next = receiver.try_recv().ok();
         }
-        let run = job.run;
-        let state = &mut state;
-        // The reply sender is dropped by the unwind, so the caller sees `Internal`.
-        if std::panic::catch_unwind(AssertUnwindSafe(move || run(Ok(state)))).is_err() {
-            tracing::error!("HSM worker job panicked");
-        }
+        replies.drain(..).for_each(|deliver| deliver());
     }
 }
 
