@@ -107,6 +107,10 @@ listen = "127.0.0.1:$proxy_port"
 cert_file = "$state/pki/xki-proxy.pem"
 key_file = "$state/pki/xki-proxy.key"
 
+[limits]
+# KMS Encrypt takes up to 6 KB of plaintext; the XKS minimum is 4300 B.
+max_data_bytes = 6144
+
 [ops]
 listen = "127.0.0.1:$proxy_ops_port"
 admin_token = { file = "$state/secrets/proxy-admin-token" }
