@@ -127,4 +127,7 @@ impl<K: KeyManager> KeyManager for FaultInjecting<K> {
     fn limits(&self) -> Limits {
         self.inner.limits()
     }
+    fn queue_depth(&self) -> Option<crate::QueueDepth> {
+        self.inner.queue_depth()
+    }
 }

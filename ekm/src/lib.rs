@@ -25,5 +25,6 @@ pub mod server;
 pub use error::{Error, Operation, Result};
 pub use manager::{
     AdoptKey, CreateKey, DecryptRequest, EncryptOutput, EncryptRequest, Health, HealthStatus,
-    HsmHealth, KeyInfo, KeyManager, KeyOrigin, KeyState, KeyUsage, OpContext,
+    HsmHealth, KeyInfo, KeyManager, KeyOrigin, KeyState, KeyUsage, OpContext, OpTimings,
+    QueueDepth,
 };

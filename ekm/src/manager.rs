@@ -13,13 +13,53 @@ use zeroize::Zeroizing;
 use crate::ciphertext::Limits;
 use crate::error::{Error, Operation, Result};
 
-/// Per-request context: who asked, and until when the answer is useful.
+/// Per-request context: who asked, until when the answer is useful, and (filled in by the
+/// implementation) where the time went.
 #[derive(Debug, Clone)]
 pub struct OpContext {
     /// Request id for logs (validated by the caller; never secret).
     pub request_id: String,
     /// Past this instant the caller no longer waits: queued work is dropped.
     pub deadline: Instant,
+    /// Time spent waiting for an HSM worker and inside the HSM, for the caller's log line.
+    pub timings: std::sync::Arc<OpTimings>,
+}
+
+/// Where an operation's time went, in microseconds (0 = not measured, e.g. remote managers).
+#[derive(Debug, Default)]
+pub struct OpTimings {
+    /// Waiting in the HSM queue.
+    pub queue_us: std::sync::atomic::AtomicU64,
+    /// Inside PKCS#11.
+    pub hsm_us: std::sync::atomic::AtomicU64,
+}
+
+impl OpTimings {
+    /// Records one operation's split.
+    pub fn record(&self, queue: Duration, hsm: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.queue_us.store(
+            u64::try_from(queue.as_micros()).unwrap_or(u64::MAX),
+            Relaxed,
+        );
+        self.hsm_us
+            .store(u64::try_from(hsm.as_micros()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// `(queue_us, hsm_us)`.
+    pub fn get(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.queue_us.load(Relaxed), self.hsm_us.load(Relaxed))
+    }
+}
+
+/// Fill level of an implementation's HSM queue, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Jobs waiting for a worker.
+    pub queued: usize,
+    /// Queue capacity (beyond it: `Throttled`).
+    pub capacity: usize,
 }
 
 impl OpContext {
@@ -28,6 +68,7 @@ impl OpContext {
         Self {
             request_id: request_id.into(),
             deadline: Instant::now() + budget,
+            timings: std::sync::Arc::default(),
         }
     }
 
@@ -286,6 +327,11 @@ pub trait KeyManager: Send + Sync + 'static {
     async fn health(&self, ctx: &OpContext) -> Result<Health>;
     /// The input limits this manager enforces.
     fn limits(&self) -> Limits;
+
+    /// The HSM queue's fill level, when this manager has one in this process.
+    fn queue_depth(&self) -> Option<QueueDepth> {
+        None
+    }
 }
 
 /// A fresh External Key ID: `ekm-` and 128 random bits in hex (36 URL-safe characters), so

@@ -56,6 +56,10 @@ pub struct Metrics {
     pub cache: Family<CacheLabel, Counter>,
     /// 2 = ACTIVE, 1 = DEGRADED, 0 = UNAVAILABLE.
     pub hsm_health: Family<HsmLabel, Gauge<i64, AtomicI64>>,
+    /// Jobs waiting in the in-process HSM queue (sampled at scrape time).
+    pub hsm_queue_depth: Gauge<i64, AtomicI64>,
+    /// Capacity of that queue.
+    pub hsm_queue_capacity: Gauge<i64, AtomicI64>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -74,6 +78,8 @@ impl Default for Metrics {
         let in_flight = Gauge::<i64, AtomicI64>::default();
         let cache = Family::<CacheLabel, Counter>::default();
         let hsm_health = Family::<HsmLabel, Gauge<i64, AtomicI64>>::default();
+        let hsm_queue_depth = Gauge::<i64, AtomicI64>::default();
+        let hsm_queue_capacity = Gauge::<i64, AtomicI64>::default();
         registry.register(
             "request_duration_seconds",
             "XKI request latency",
@@ -104,6 +110,16 @@ impl Default for Metrics {
             "Deep health per HSM (2 active, 1 degraded, 0 unavailable)",
             hsm_health.clone(),
         );
+        registry.register(
+            "hsm_queue_depth",
+            "Jobs waiting for an HSM worker (in-process backend)",
+            hsm_queue_depth.clone(),
+        );
+        registry.register(
+            "hsm_queue_capacity",
+            "HSM queue capacity (in-process backend)",
+            hsm_queue_capacity.clone(),
+        );
         Self {
             registry,
             request_seconds,
@@ -112,6 +128,8 @@ impl Default for Metrics {
             in_flight,
             cache,
             hsm_health,
+            hsm_queue_depth,
+            hsm_queue_capacity,
         }
     }
 }

@@ -70,6 +70,11 @@ pub async fn ping() -> HttpResponse {
 }
 
 async fn metrics(state: web::Data<OpsState>) -> HttpResponse {
+    if let Some(depth) = state.backend.queue_depth() {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        state.metrics.hsm_queue_depth.set(gauge(depth.queued));
+        state.metrics.hsm_queue_capacity.set(gauge(depth.capacity));
+    }
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(state.metrics.encode())

@@ -93,6 +93,18 @@ impl RemoteKeyManager {
             }
         })?;
         let status = response.status();
+        let header_us = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        ctx.timings.record(
+            Duration::from_micros(header_us(api::QUEUE_TIME_HEADER)),
+            Duration::from_micros(header_us(api::HSM_TIME_HEADER)),
+        );
         let bytes = response.bytes().await.map_err(|e| {
             if e.is_timeout() {
                 Error::DeadlineExceeded

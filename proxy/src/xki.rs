@@ -62,6 +62,8 @@ struct Trace {
     kms_operation: String,
     auth: Duration,
     backend: Duration,
+    /// `(queue_us, hsm_us)` as reported by the key manager (0 = not measured).
+    hsm_split: (u64, u64),
 }
 
 /// The catch-all handler of the KMS-facing listener.
@@ -119,6 +121,8 @@ pub async fn handle(
         latency_us = elapsed.as_micros() as u64,
         auth_us = trace.auth.as_micros() as u64,
         backend_us = trace.backend.as_micros() as u64,
+        queue_us = trace.hsm_split.0,
+        hsm_us = trace.hsm_split.1,
     );
     response
 }
@@ -250,7 +254,7 @@ async fn serve(
                         ),
                     )
                     .await;
-                    record_backend(state, trace, started);
+                    record_backend(state, trace, &ctx, started);
                     let out = result?;
                     Ok(HttpResponse::Ok().json(EncryptResponse {
                         ciphertext: b64::encode(&out.ciphertext),
@@ -283,7 +287,7 @@ async fn serve(
                         ),
                     )
                     .await;
-                    record_backend(state, trace, started);
+                    record_backend(state, trace, &ctx, started);
                     let plaintext = result?;
                     Ok(HttpResponse::Ok().json(DecryptResponse {
                         plaintext: b64::encode(&*plaintext),
@@ -312,8 +316,9 @@ fn context(trace: &Trace, state: &XkiState) -> ekm::OpContext {
     ekm::OpContext::new(trace.kms_request_id.clone(), state.deadline)
 }
 
-fn record_backend(state: &XkiState, trace: &mut Trace, started: Instant) {
+fn record_backend(state: &XkiState, trace: &mut Trace, ctx: &ekm::OpContext, started: Instant) {
     trace.backend = started.elapsed();
+    trace.hsm_split = ctx.timings.get();
     state
         .metrics
         .backend_seconds
@@ -421,7 +426,7 @@ async fn metadata(
             let ctx = context(trace, state);
             let started = Instant::now();
             let result = within_deadline(state, state.backend.describe_key(&ctx, key)).await;
-            record_backend(state, trace, started);
+            record_backend(state, trace, &ctx, started);
             let info = result?;
             state.metadata_cache.insert(key.clone(), info.clone());
             info

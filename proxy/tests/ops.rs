@@ -55,6 +55,15 @@ async fn metrics_expose_latency_and_errors_by_xks_error_name() {
     let (status, text) = proxy.ops_get("/metrics").await;
     assert_eq!(status, 200);
     assert!(text.contains("xki_request_duration_seconds"), "{text}");
+    let capacity = text
+        .lines()
+        .find_map(|l| l.strip_prefix("xki_hsm_queue_capacity "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(
+        capacity.is_some_and(|c| c > 0.0),
+        "HSM queue capacity exported: {text}"
+    );
+    assert!(text.contains("xki_hsm_queue_depth"), "{text}");
     let errors = |name: &str| -> f64 {
         text.lines()
             .filter(|l| !l.starts_with('#') && l.contains(&format!("error_name=\"{name}\"")))

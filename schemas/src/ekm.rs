@@ -33,6 +33,10 @@ pub const API_PREFIX: &str = "/v1";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Header carrying the caller's remaining time budget, in whole milliseconds.
 pub const DEADLINE_HEADER: &str = "x-ekm-deadline-ms";
+/// Response header: microseconds the request waited for an HSM worker.
+pub const QUEUE_TIME_HEADER: &str = "x-ekm-queue-us";
+/// Response header: microseconds the request spent inside PKCS#11.
+pub const HSM_TIME_HEADER: &str = "x-ekm-hsm-us";
 /// The only key spec the EKM manages.
 pub const KEY_SPEC_AES_256: &str = "AES_256";
 

@@ -253,6 +253,7 @@ impl Drop for Pkcs11KeyManager {
 }
 
 fn log_timing(ctx: &OpContext, op: &'static str, id: &ExternalKeyId, q: Duration, b: Duration) {
+    ctx.timings.record(q, b);
     tracing::debug!(
         request_id = %ctx.request_id,
         op,
@@ -609,6 +610,14 @@ impl KeyManager for Pkcs11KeyManager {
 
     async fn health(&self, _ctx: &OpContext) -> Result<Health> {
         Ok(self.inner.cached_health())
+    }
+
+    fn queue_depth(&self) -> Option<crate::QueueDepth> {
+        let pool = &self.inner.pool;
+        Some(crate::QueueDepth {
+            queued: pool.queued(),
+            capacity: pool.capacity(),
+        })
     }
 
     fn limits(&self) -> Limits {

@@ -257,11 +257,13 @@ where
     let started = Instant::now();
     let id = request_id(req);
     let key = req.match_info().get("id").unwrap_or("-").to_owned();
+    let timings = Arc::new(crate::OpTimings::default());
     let result = match deadline(req, state, admin) {
         Ok(budget) => {
             let ctx = OpContext {
                 request_id: id.clone(),
                 deadline: started + budget,
+                timings: Arc::clone(&timings),
             };
             let manager = Arc::clone(&state.manager);
             match tokio::time::timeout(budget, f(ctx, manager)).await {
@@ -272,18 +274,29 @@ where
         Err(e) => Err(e),
     };
     let latency_us = started.elapsed().as_micros() as u64;
+    let (queue_us, hsm_us) = timings.get();
     let mut response = match result {
         Ok(response) => {
-            tracing::info!(request_id = %id, op, key_id = %key, status = response.status().as_u16(), latency_us, "request");
+            tracing::info!(request_id = %id, op, key_id = %key, status = response.status().as_u16(), latency_us, queue_us, hsm_us, "request");
             response
         }
         Err(e) => {
             let response = error::response(&e);
             let code = error::code(&e);
-            tracing::info!(request_id = %id, op, key_id = %key, status = response.status().as_u16(), error = ?code, detail = %e, latency_us, "request");
+            tracing::info!(request_id = %id, op, key_id = %key, status = response.status().as_u16(), error = ?code, detail = %e, latency_us, queue_us, hsm_us, "request");
             response
         }
     };
+    // The split lets the proxy log queue and HSM time for remote calls too.
+    for (name, value) in [
+        (wire::QUEUE_TIME_HEADER, queue_us),
+        (wire::HSM_TIME_HEADER, hsm_us),
+    ] {
+        response.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static(name),
+            actix_web::http::header::HeaderValue::from(value),
+        );
+    }
     if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id) {
         response.headers_mut().insert(
             actix_web::http::header::HeaderName::from_static(wire::REQUEST_ID_HEADER),

@@ -205,6 +205,9 @@ impl KeyManager for Shared {
     fn limits(&self) -> ekm::ciphertext::Limits {
         self.0.limits()
     }
+    fn queue_depth(&self) -> Option<ekm::QueueDepth> {
+        self.0.queue_depth()
+    }
 }
 
 /// What the proxy holds: the PKCS#11 manager behind `ekm`'s fault injector, plus counters of
@@ -319,5 +322,8 @@ impl KeyManager for Backend {
     }
     fn limits(&self) -> ekm::ciphertext::Limits {
         self.faults.limits()
+    }
+    fn queue_depth(&self) -> Option<ekm::QueueDepth> {
+        self.faults.queue_depth()
     }
 }
