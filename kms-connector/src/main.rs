@@ -1,3 +1,486 @@
-fn main() {
-    println!("kms-connector: KMS OpenAPI server. Not yet implemented: see README.md.");
+//! `kms-connector`: serve the KMS OpenAPI, check a configuration, and inspect instances, keys
+//! and the audit trail. `keys` and `audit` read the store directly; `instances connect` and
+//! `disconnect` ask the running server (a signed OpenAPI call with a configured AccessKey), since
+//! the connection lives in its memory.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, Subcommand};
+use kms_connector::app::Application;
+use kms_connector::config::Config;
+use kms_connector::store::{AuditQuery, Instance, KeyFilter, Page, Store};
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(
+    name = "kms-connector",
+    version,
+    about = "Alibaba Cloud KMS OpenAPI 2016-01-20 server of the HYOK stack"
+)]
+struct Cli {
+    /// Configuration file (TOML); KMS_CONNECTOR__SECTION__KEY variables override it.
+    #[arg(long, short, global = true, env = "KMS_CONNECTOR_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve,
+    /// Validate the configuration and print what the server would do with it.
+    CheckConfig,
+    /// KMS instances and their connection state.
+    Instances {
+        #[command(subcommand)]
+        command: InstancesCommand,
+    },
+    /// Keys (read from the store).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// The audit trail, newest first.
+    Audit {
+        /// Only events about this key.
+        #[arg(long)]
+        key_id: Option<String>,
+        /// Only this action.
+        #[arg(long)]
+        action: Option<String>,
+        /// Most events shown (1–1000).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum InstancesCommand {
+    /// Every instance in the store.
+    List {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One instance, with its key count.
+    Describe {
+        /// `kst-…`.
+        id: String,
+    },
+    /// Connect an external instance (asks the running server).
+    Connect {
+        /// `kst-…`.
+        id: String,
+    },
+    /// Disconnect an external instance (asks the running server).
+    Disconnect {
+        /// `kst-…`.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Keys of the configured account and region.
+    List {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One key's metadata (JSON).
+    Describe {
+        /// The key id.
+        key_id: String,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let path = cli
+        .config
+        .ok_or_else(|| anyhow!("give --config <file> (or KMS_CONNECTOR_CONFIG)"))?;
+    let config = Config::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    match cli.command {
+        Command::Serve => serve(config),
+        Command::CheckConfig => check_config(&path, &config),
+        other => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(offline(other, config))
+        }
+    }
+}
+
+fn serve(config: Config) -> Result<()> {
+    use tracing_subscriber::EnvFilter;
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            EnvFilter::try_from_env("KMS_CONNECTOR_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_current_span(false)
+        .init();
+    actix_web::rt::System::new().block_on(async move {
+        let app = Application::build(config).await?;
+        tracing::info!(
+            port = app.port(),
+            tls_port = app.tls_port(),
+            "kms-connector listening"
+        );
+        app.run_until_stopped().await?;
+        Ok(())
+    })
+}
+
+/// A PostgreSQL URL without its password.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn check_config(path: &Path, config: &Config) -> Result<()> {
+    // Read every secret and external setting now, so that `serve` cannot fail on them later.
+    kms_connector::api::auth::AccessKeys::from_config(&config.access_keys)?;
+    for instance in &config.instances {
+        if let Some(external) = &instance.external {
+            external
+                .resolve(&config.kms.region, &config.base_dir)
+                .with_context(|| format!("instances {}", instance.id))?;
+        }
+    }
+    if let Some(root) = &config.root_key {
+        let loaded = match (&root.file, &root.env) {
+            (Some(file), _) => kms_connector::backend::software::RootKey::from_file(file),
+            (None, Some(var)) => kms_connector::backend::software::RootKey::from_env(var),
+            (None, None) => bail!("root_key needs file or env"),
+        };
+        loaded.context("root_key")?;
+    }
+    println!("configuration {} is valid", path.display());
+    println!("  http listener      http://{}", config.server.listen);
+    match &config.server.tls {
+        Some(tls) => println!(
+            "  https listener     https://{} (cert {}, key {})",
+            tls.listen,
+            tls.cert_file.display(),
+            tls.key_file.display()
+        ),
+        None => println!("  https listener     none"),
+    }
+    println!(
+        "  database           {}",
+        redact_url(&config.database_url())
+    );
+    println!(
+        "  account / region   {} / {}",
+        config.kms.account_id, config.kms.region
+    );
+    println!(
+        "  limits             {} QPS per account, clock skew ±{} s",
+        config.kms.qps, config.kms.max_clock_skew_secs
+    );
+    println!("  instances");
+    for instance in &config.instances {
+        let default = if config.default_instance_id() == Some(instance.id.as_str()) {
+            " (default)"
+        } else {
+            ""
+        };
+        println!(
+            "    {}  {:<9} {}{default}",
+            instance.id, instance.kind, instance.name
+        );
+    }
+    println!("  access keys (secrets not shown)");
+    for key in &config.access_keys {
+        println!("    {}  {}", key.access_key_id, key.principal);
+    }
+    Ok(())
+}
+
+async fn offline(command: Command, config: Config) -> Result<()> {
+    let store = Store::open(&config.database_url())
+        .await
+        .context("opening the store")?;
+    match command {
+        Command::Instances { command } => instances(command, &store, &config).await,
+        Command::Keys { command } => keys(command, &store, &config).await,
+        Command::Audit {
+            key_id,
+            action,
+            limit,
+            json,
+        } => {
+            let events = store
+                .query_audit(AuditQuery {
+                    key_id,
+                    action,
+                    limit,
+                    ..AuditQuery::default()
+                })
+                .await?;
+            let rows: Vec<Vec<String>> = events
+                .iter()
+                .map(|e| {
+                    vec![
+                        kms_connector::api::iso8601(e.time),
+                        e.action.clone(),
+                        e.key_id.clone().unwrap_or_default(),
+                        e.result.clone(),
+                        e.principal.clone(),
+                        e.source_ip.clone().unwrap_or_default(),
+                        e.request_id.clone(),
+                    ]
+                })
+                .collect();
+            if json {
+                for e in &events {
+                    println!(
+                        "{}",
+                        json!({"Time": kms_connector::api::iso8601(e.time), "Action": e.action,
+                            "KeyId": e.key_id, "Result": e.result, "Principal": e.principal,
+                            "AccountId": e.account_id, "SourceIp": e.source_ip,
+                            "RequestId": e.request_id, "Detail": e.detail})
+                    );
+                }
+            } else {
+                table(
+                    &[
+                        "TIME",
+                        "ACTION",
+                        "KEY",
+                        "RESULT",
+                        "PRINCIPAL",
+                        "SOURCE",
+                        "REQUEST",
+                    ],
+                    &rows,
+                );
+            }
+            Ok(())
+        }
+        Command::Serve | Command::CheckConfig => Ok(()),
+    }
+}
+
+fn instance_json(instance: &Instance, key_num: Option<u64>) -> Value {
+    let mut v = json!({
+        "InstanceId": instance.instance_id,
+        "InstanceName": instance.name,
+        "InstanceType": instance.kind.as_str(),
+        "Status": instance.connection_state.as_str(),
+        "ConnectionErrorCode": instance.connection_error_code.clone().unwrap_or_default(),
+        "CreateTime": kms_connector::api::iso8601(instance.created_at),
+        "UpdateTime": kms_connector::api::iso8601(instance.updated_at),
+    });
+    if let Some(n) = key_num {
+        v["KeyNum"] = json!(n);
+    }
+    v
+}
+
+async fn instances(command: InstancesCommand, store: &Store, config: &Config) -> Result<()> {
+    match command {
+        InstancesCommand::List { json } => {
+            let all = store.list_instances().await?;
+            if json {
+                let list: Vec<Value> = all.iter().map(|i| instance_json(i, None)).collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                let rows: Vec<Vec<String>> = all
+                    .iter()
+                    .map(|i| {
+                        vec![
+                            i.instance_id.clone(),
+                            i.kind.to_string(),
+                            i.name.clone(),
+                            i.connection_state.to_string(),
+                            i.connection_error_code.clone().unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                table(&["INSTANCE", "KIND", "NAME", "STATUS", "ERROR"], &rows);
+            }
+            Ok(())
+        }
+        InstancesCommand::Describe { id } => {
+            let instance = store.get_instance(&id).await?;
+            let keys = store.count_instance_keys(&id).await?;
+            let mut v = instance_json(&instance, Some(keys));
+            v["Spec"] = serde_json::from_str(&instance.spec).unwrap_or(Value::Null);
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(())
+        }
+        InstancesCommand::Connect { id } => ask_server(config, "ConnectKmsInstance", &id).await,
+        InstancesCommand::Disconnect { id } => {
+            ask_server(config, "DisconnectKmsInstance", &id).await
+        }
+    }
+}
+
+async fn keys(command: KeysCommand, store: &Store, config: &Config) -> Result<()> {
+    match command {
+        KeysCommand::List { json } => {
+            let mut all = Vec::new();
+            for number in 1.. {
+                let page = store
+                    .list_keys(
+                        &config.kms.account_id,
+                        &config.kms.region,
+                        KeyFilter::default(),
+                        Page::new(number, Page::MAX_SIZE)?,
+                    )
+                    .await?;
+                let done = page.items.len() < Page::MAX_SIZE as usize;
+                all.extend(page.items);
+                if done {
+                    break;
+                }
+            }
+            if json {
+                let list: Vec<Value> = all.iter().map(kms_connector::api::key_metadata).collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                let rows: Vec<Vec<String>> = all
+                    .iter()
+                    .map(|k| {
+                        vec![
+                            k.key_id.clone(),
+                            k.key_state.as_str().to_owned(),
+                            k.key_spec.clone(),
+                            k.instance_id.clone(),
+                            kms_connector::api::iso8601(k.created_at),
+                            k.description.chars().take(40).collect(),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &["KEY", "STATE", "SPEC", "INSTANCE", "CREATED", "DESCRIPTION"],
+                    &rows,
+                );
+            }
+            Ok(())
+        }
+        KeysCommand::Describe { key_id } => {
+            let key = store.get_key(&key_id).await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&kms_connector::api::key_metadata(&key))?
+            );
+            Ok(())
+        }
+    }
+}
+
+fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// Sends a signed OpenAPI call (RPC signature, first AccessKey of the account) to the running
+/// server's HTTP listener and prints the answer.
+async fn ask_server(config: &Config, action: &str, instance_id: &str) -> Result<()> {
+    use schemas::acs::{Credential, RpcRequest, encode_parameters, sign_rpc};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let access_key = config
+        .access_keys
+        .iter()
+        .find(|k| {
+            k.principal
+                .starts_with(&format!("acs:ram::{}:", config.kms.account_id))
+        })
+        .ok_or_else(|| anyhow!("no [[access_keys]] of account {}", config.kms.account_id))?;
+    let credential = Credential::new(
+        access_key.access_key_id.clone(),
+        access_key.secret.resolve()?,
+    );
+    let nonce = uuid::Uuid::new_v4().to_string();
+    let pairs = sign_rpc(
+        &credential,
+        &RpcRequest {
+            method: "POST",
+            action,
+            version: schemas::kms::API_VERSION,
+            params: &[("KmsInstanceId", instance_id), ("Format", "JSON")],
+            nonce: &nonce,
+        },
+        time::OffsetDateTime::now_utc(),
+    )?;
+    let body = encode_parameters(pairs);
+    let mut addr = config.server.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to the server at {addr}"))?;
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await?;
+    let text = String::from_utf8_lossy(&answer);
+    let (head, payload) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("malformed answer from the server"))?;
+    let payload = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(payload)
+    } else {
+        payload.to_owned()
+    };
+    let value: Value = serde_json::from_str(&payload).context("the server's answer is not JSON")?;
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("{action} failed");
+    }
+    Ok(())
+}
+
+fn dechunk(mut text: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = text.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        text = rest[size..].trim_start_matches("\r\n");
+    }
+    out
 }

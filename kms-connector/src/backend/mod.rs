@@ -12,6 +12,10 @@ use zeroize::Zeroizing;
 use crate::ids::{KeyId, KeyVersionId};
 use crate::store::{ConnectionState, InstanceKind};
 
+pub mod conformance;
+pub mod external;
+pub mod software;
+
 /// What a backend can do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capabilities {

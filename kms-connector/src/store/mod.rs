@@ -18,6 +18,7 @@ mod aliases;
 mod audit;
 mod conn;
 mod error;
+mod extra;
 mod instances;
 mod keys;
 mod lifecycle;

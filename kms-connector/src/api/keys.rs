@@ -1,0 +1,443 @@
+//! CreateKey, DescribeKey, ListKeys, DescribeKeyVersion, ListKeyVersions and the
+//! `KeyMetadata` shape they share.
+
+use schemas::kms::{ErrorCode, KeyState};
+use schemas::xki::ExternalKeyId;
+use serde_json::{Value, json};
+
+use super::ctx::{Ctx, Reply, iso8601, key_arn_of};
+use super::error::ApiError;
+use super::policy::{KeyPolicy, default_policy};
+use super::tags::parse_tags_json;
+use crate::backend::NewVersion;
+use crate::ids::{InstanceId, KeyId, KeyVersionId};
+use crate::store::{
+    AutomaticRotation, ConnectionState, Key, KeyFilter, KeyOrigin, KeyVersion, NewKey,
+    ProtectionLevel, UnixMillis,
+};
+
+/// Longest `Description`, characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 8192;
+
+/// Every key spec the OpenAPI knows (spec §2.5); which ones an instance makes is its backend's
+/// `Capabilities::key_specs`.
+const KNOWN_KEY_SPECS: &[&str] = &[
+    "Aliyun_AES_256",
+    "Aliyun_AES_192",
+    "Aliyun_AES_128",
+    "Aliyun_SM4",
+    "Aliyun_DES3_192",
+    "RSA_2048",
+    "RSA_3072",
+    "RSA_4096",
+    "EC_P256",
+    "EC_P256K",
+    "EC_SM2",
+];
+
+/// `KeyMetadata` of a key (spec §2.2 DescribeKey).
+pub fn key_metadata(key: &Key) -> Value {
+    let mut m = json!({
+        "KeyId": key.key_id,
+        "Arn": key_arn_of(key),
+        "KeyState": key.key_state.as_str(),
+        "KeySpec": key.key_spec,
+        "KeyUsage": key.key_usage,
+        "Origin": key.origin.as_str(),
+        "ProtectionLevel": key.protection_level.as_str(),
+        "Description": key.description,
+        "Creator": key.creator,
+        "CreationDate": iso8601(key.created_at),
+        "MaterialExpireTime": key.material_expire_time.map(iso8601).unwrap_or_default(),
+        "PrimaryKeyVersion": key.primary_key_version,
+        "LastRotationDate": key.last_rotation_date.map(iso8601).unwrap_or_default(),
+        "AutomaticRotation": key.automatic_rotation.as_str(),
+        "DeletionProtection": if key.deletion_protection { "Enabled" } else { "Disabled" },
+        "DKMSInstanceId": key.instance_id,
+    });
+    let extra = [
+        ("DeleteDate", key.delete_date.map(iso8601)),
+        (
+            "DeletionProtectionDescription",
+            key.deletion_protection_description.clone(),
+        ),
+        ("ExternalKeyId", key.external_key_id.clone()),
+        ("NextRotationDate", key.next_rotation_date.map(iso8601)),
+        (
+            "RotationInterval",
+            key.rotation_interval_secs.map(|s| format!("{s}s")),
+        ),
+    ];
+    for (name, value) in extra {
+        if let Some(value) = value {
+            m[name] = Value::String(value);
+        }
+    }
+    m
+}
+
+fn reply_with_metadata(key: &Key) -> Reply {
+    let mut reply = Reply::new();
+    reply.insert("KeyMetadata".into(), key_metadata(key));
+    reply
+}
+
+/// Checks a `Description` value: at most 8192 characters.
+pub fn check_description(text: &str) -> Result<(), ApiError> {
+    if text.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(ApiError::invalid_because(
+            "Description",
+            format!("longer than {MAX_DESCRIPTION_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// CreateKey.
+pub async fn create_key(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
+    ctx.authorize_account()?;
+    let state = ctx.state;
+    let p = &ctx.params;
+    let instance_id = match p.optional("DKMSInstanceId") {
+        Some(id) => {
+            InstanceId::parse(id)?;
+            id
+        }
+        None => state
+            .instances
+            .default_id()
+            .ok_or(ApiError::Missing("DKMSInstanceId"))?,
+    };
+    let instance = state
+        .instances
+        .get(instance_id)
+        .ok_or(ApiError::from(ErrorCode::DkmsInstanceNotFound))?;
+    let capabilities = instance.backend.capabilities();
+
+    let key_spec = p.optional("KeySpec").unwrap_or("Aliyun_AES_256");
+    if !capabilities.key_specs.contains(&key_spec) {
+        return Err(if KNOWN_KEY_SPECS.contains(&key_spec) {
+            ApiError::with_message(
+                ErrorCode::UnsupportedOperation,
+                format!(
+                    "This action is not supported: KeySpec {key_spec} is not available in the {} instance {}.",
+                    instance.kind, instance.id
+                ),
+            )
+        } else {
+            ApiError::invalid("KeySpec")
+        });
+    }
+    match p.optional("KeyUsage").unwrap_or("ENCRYPT/DECRYPT") {
+        "ENCRYPT/DECRYPT" => {}
+        "SIGN/VERIFY" => {
+            return Err(ApiError::with_message(
+                ErrorCode::UnsupportedOperation,
+                "This action is not supported: KeyUsage SIGN/VERIFY needs an asymmetric KeySpec.",
+            ));
+        }
+        _ => return Err(ApiError::invalid("KeyUsage")),
+    }
+    match p.optional("Origin").unwrap_or("Aliyun_KMS") {
+        "Aliyun_KMS" => {}
+        "EXTERNAL" => {
+            return Err(ApiError::with_message(
+                ErrorCode::UnsupportedOperation,
+                "This action is not supported: importing key material (Origin EXTERNAL) is not available yet.",
+            ));
+        }
+        _ => return Err(ApiError::invalid("Origin")),
+    }
+    if let Some(level) = p.optional("ProtectionLevel")
+        && ProtectionLevel::parse(level).is_none()
+    {
+        return Err(ApiError::invalid("ProtectionLevel"));
+    }
+    if p.bool("EnableAutomaticRotation")?.unwrap_or(false) {
+        return Err(ApiError::with_message(
+            ErrorCode::RejectedUnsupportedOperation,
+            "Unsupported operation: automatic rotation is not available for keys of this connector yet.",
+        ));
+    }
+    let description = p.raw("Description").unwrap_or_default().to_owned();
+    check_description(&description)?;
+    let external_key_id = match (
+        capabilities.needs_external_key_id,
+        p.optional("ExternalKeyId"),
+    ) {
+        (true, None) => return Err(ApiError::Missing("ExternalKeyId")),
+        (true, Some(text)) => Some(
+            ExternalKeyId::parse(text)
+                .map_err(|e| ApiError::invalid_because("ExternalKeyId", e.to_string()))?,
+        ),
+        (false, Some(_)) => {
+            return Err(ApiError::invalid_because(
+                "ExternalKeyId",
+                "only keys of external instances have one",
+            ));
+        }
+        (false, None) => None,
+    };
+    let tags = match p.optional("Tags") {
+        Some(text) => parse_tags_json("Tags", text)?,
+        None => Vec::new(),
+    };
+    let policy = match p.optional("Policy") {
+        Some(text) => {
+            KeyPolicy::parse(text).map_err(|reason| ApiError::invalid_because("Policy", reason))?;
+            text.to_owned()
+        }
+        None => default_policy(&state.account_id),
+    };
+    let instance_state = instance.backend.status().state;
+    if instance_state != ConnectionState::Connected {
+        return Err(ApiError::with_message(
+            ErrorCode::DkmsInstanceStateInvalid,
+            format!(
+                "The specified DKMS Instance state is invalid: {} is {}.",
+                instance.id,
+                instance_state.as_str()
+            ),
+        ));
+    }
+
+    let key_id = KeyId::generate(&state.region);
+    let version_id = KeyVersionId::generate();
+    ctx.key_id = Some(key_id.to_string());
+    let principal = ctx.caller.principal.arn().to_owned();
+    let protection_level =
+        ProtectionLevel::parse(capabilities.protection_level).unwrap_or(ProtectionLevel::Software);
+    let material = instance
+        .backend
+        .new_version(NewVersion {
+            key_id: &key_id,
+            version_id: &version_id,
+            key_spec,
+            external_key_id: external_key_id.as_ref(),
+            principal: &principal,
+            request_id: ctx.request_id,
+        })
+        .await
+        .map_err(ApiError::new_key)?;
+    let now = UnixMillis::now();
+    let new_key = NewKey {
+        key_id: key_id.to_string(),
+        account_id: state.account_id.clone(),
+        region: state.region.clone(),
+        instance_id: instance.id.clone(),
+        key_spec: key_spec.to_owned(),
+        key_usage: "ENCRYPT/DECRYPT".to_owned(),
+        origin: KeyOrigin::AliyunKms,
+        protection_level,
+        key_state: KeyState::Enabled,
+        description,
+        creator: state.account_id.clone(),
+        created_at: now,
+        external_key_id: external_key_id.map(|e| e.as_str().to_owned()),
+        automatic_rotation: AutomaticRotation::Disabled,
+        rotation_interval_secs: None,
+        material_expire_time: None,
+    };
+    let version = KeyVersion {
+        key_version_id: version_id.to_string(),
+        key_id: key_id.to_string(),
+        created_at: now,
+        sealed_material: material.sealed.clone(),
+        backend_ref: material.backend_ref.clone(),
+    };
+    match state
+        .store
+        .create_key(new_key, version, tags, Some(policy))
+        .await
+    {
+        Ok(key) => Ok(reply_with_metadata(&key)),
+        Err(error) => {
+            // Nothing of the key was stored: release what the backend made for it.
+            if let Err(cleanup) = instance.backend.destroy_version(&material).await {
+                tracing::warn!(key_id = %key_id, error = %cleanup, "cannot release the material of a key that was not stored");
+            }
+            Err(error.into())
+        }
+    }
+}
+
+/// DescribeKey.
+pub async fn describe_key(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
+    let key = ctx.key_for_action("KeyId").await?;
+    Ok(reply_with_metadata(&key))
+}
+
+/// ListKeys.
+pub async fn list_keys(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
+    ctx.authorize_account()?;
+    let page = ctx.params.page()?;
+    let filter = match ctx.params.optional("Filters") {
+        Some(text) => parse_filters(text)?,
+        None => Some(KeyFilter::default()),
+    };
+    let state = ctx.state;
+    let (keys, total) = match filter {
+        Some(filter) => {
+            let paged = state
+                .store
+                .list_keys(&state.account_id, &state.region, filter, page)
+                .await?;
+            (paged.items, paged.total_count)
+        }
+        // A CreatorType filter naming only Service: there are no service keys.
+        None => (Vec::new(), 0),
+    };
+    let items: Vec<Value> = keys
+        .iter()
+        .map(|k| json!({"KeyId": k.key_id, "KeyArn": key_arn_of(k)}))
+        .collect();
+    let mut reply = Reply::new();
+    reply.insert("Keys".into(), json!({ "Key": items }));
+    reply.insert("TotalCount".into(), json!(total));
+    reply.insert("PageNumber".into(), json!(page.number()));
+    reply.insert("PageSize".into(), json!(page.size()));
+    Ok(reply)
+}
+
+/// Parses `Filters`: `[{"Key":…,"Values":[…]}]`, ≤ 10 entries of ≤ 10 values; AND across keys,
+/// OR within one (repeated keys merge). `None` when the filter can match nothing.
+fn parse_filters(text: &str) -> Result<Option<KeyFilter>, ApiError> {
+    let invalid = |reason: &str| ApiError::invalid_because("Filters", reason.to_owned());
+    let entries: Vec<Value> =
+        serde_json::from_str(text).map_err(|_| invalid("not a JSON array"))?;
+    if entries.len() > 10 {
+        return Err(invalid("at most 10 filters"));
+    }
+    let mut filter = KeyFilter::default();
+    let mut creator_types: Vec<String> = Vec::new();
+    for entry in &entries {
+        let key = entry
+            .get("Key")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid("every filter needs a Key"))?;
+        let values: Vec<String> = entry
+            .get("Values")
+            .and_then(Value::as_array)
+            .ok_or_else(|| invalid("every filter needs Values"))?
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect::<Option<_>>()
+            .ok_or_else(|| invalid("Values must be strings"))?;
+        if values.len() > 10 {
+            return Err(invalid("at most 10 values per filter"));
+        }
+        match key {
+            "KeyState" => {
+                for value in &values {
+                    let state = [
+                        KeyState::Enabled,
+                        KeyState::Disabled,
+                        KeyState::PendingDeletion,
+                        KeyState::PendingImport,
+                        KeyState::Unavailable,
+                    ]
+                    .into_iter()
+                    .find(|s| s.as_str() == value)
+                    .ok_or_else(|| invalid("unknown KeyState"))?;
+                    filter.key_states.push(state);
+                }
+            }
+            "KeySpec" => filter.key_specs.extend(values),
+            "KeyUsage" => filter.key_usages.extend(values),
+            "ProtectionLevel" => {
+                for value in &values {
+                    let level = ProtectionLevel::parse(value)
+                        .ok_or_else(|| invalid("unknown ProtectionLevel"))?;
+                    filter.protection_levels.push(level);
+                }
+            }
+            "DKMSInstanceId" => filter.instance_ids.extend(values),
+            "CreatorType" => {
+                if values.iter().any(|v| v != "User" && v != "Service") {
+                    return Err(invalid("CreatorType is User or Service"));
+                }
+                creator_types.extend(values);
+            }
+            _ => return Err(invalid("unknown filter Key")),
+        }
+    }
+    // Every key of this connector is a user key.
+    let users_only = creator_types.is_empty() || creator_types.iter().any(|t| t == "User");
+    Ok(users_only.then_some(filter))
+}
+
+/// DescribeKeyVersion.
+pub async fn describe_key_version(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
+    let key = ctx.key_for_action("KeyId").await?;
+    let version_id = ctx.params.required("KeyVersionId")?;
+    KeyVersionId::parse(version_id)?;
+    let version = ctx.state.store.get_key_version(version_id).await?;
+    if version.key_id != key.key_id {
+        return Err(ErrorCode::KeyVersionNotFound.into());
+    }
+    let mut reply = Reply::new();
+    reply.insert("KeyVersion".into(), version_json(&version));
+    Ok(reply)
+}
+
+/// ListKeyVersions.
+pub async fn list_key_versions(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
+    let key = ctx.key_for_action("KeyId").await?;
+    let page = ctx.params.page()?;
+    let paged = ctx.state.store.list_key_versions(&key.key_id, page).await?;
+    let items: Vec<Value> = paged.items.iter().map(version_json).collect();
+    let mut reply = Reply::new();
+    reply.insert("KeyVersions".into(), json!({ "KeyVersion": items }));
+    reply.insert("TotalCount".into(), json!(paged.total_count));
+    reply.insert("PageNumber".into(), json!(page.number()));
+    reply.insert("PageSize".into(), json!(page.size()));
+    Ok(reply)
+}
+
+fn version_json(version: &KeyVersion) -> Value {
+    json!({
+        "KeyId": version.key_id,
+        "KeyVersionId": version.key_version_id,
+        "CreationDate": iso8601(version.created_at),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters() {
+        let f = parse_filters(r#"[{"Key":"KeyState","Values":["Enabled","Disabled"]},{"Key":"KeyState","Values":["PendingDeletion"]},{"Key":"DKMSInstanceId","Values":["kst-a"]}]"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(f.key_states.len(), 3);
+        assert_eq!(f.instance_ids, ["kst-a"]);
+        assert!(
+            parse_filters(r#"[{"Key":"CreatorType","Values":["Service"]}]"#)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            parse_filters(r#"[{"Key":"CreatorType","Values":["User"]}]"#)
+                .unwrap()
+                .is_some()
+        );
+        for bad in [
+            r#"{}"#,
+            r#"[{"Key":"Color","Values":["x"]}]"#,
+            r#"[{"Key":"KeyState","Values":["On"]}]"#,
+            r#"[{"Key":"KeyState"}]"#,
+        ] {
+            assert!(parse_filters(bad).is_err(), "{bad}");
+        }
+        let many = format!("[{}]", [r#"{"Key":"KeySpec","Values":[]}"#; 11].join(","));
+        assert!(parse_filters(&many).is_err());
+    }
+
+    #[test]
+    fn descriptions() {
+        assert!(check_description(&"é".repeat(8192)).is_ok());
+        assert!(check_description(&"a".repeat(8193)).is_err());
+    }
+}

@@ -1,0 +1,443 @@
+//! Key policies (spec §2.2 `Policy`, seeds "managing keys"): parsing with every published rule,
+//! the default policy, and evaluation.
+//!
+//! ```json
+//! {"Version":"1","Statement":[{"Sid":"…","Effect":"Allow","Principal":{"RAM":["acs:ram::<uid>:*"]},
+//!   "Action":["kms:*"],"Resource":["*"]}]}
+//! ```
+//!
+//! Evaluation: an explicit `Deny` that matches wins, then any matching `Allow`, else the call is
+//! refused (`Forbidden.NoPermission`). `Principal.RAM` entries and `Action` entries are globs
+//! (`*` matches any run of characters; actions compare case-insensitively, as RAM does).
+//! `Condition` blocks are accepted but not evaluated, failing closed: an `Allow` with a
+//! condition grants nothing, a `Deny` with a condition always applies.
+
+use serde_json::{Map, Value};
+
+/// Largest policy document, bytes.
+pub const MAX_POLICY_BYTES: usize = 32_768;
+
+/// Whether a statement allows or denies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Grants.
+    Allow,
+    /// Refuses, whatever else grants.
+    Deny,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Statement {
+    effect: Effect,
+    principals: Vec<String>,
+    actions: Vec<String>,
+    conditional: bool,
+}
+
+/// A validated key policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPolicy {
+    statements: Vec<Statement>,
+}
+
+/// The outcome of an evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// A matching Allow and no matching Deny.
+    Allow,
+    /// A matching Deny.
+    ExplicitDeny,
+    /// Nothing matched.
+    ImplicitDeny,
+}
+
+/// The policy a key gets when CreateKey names none: the owning account may do everything.
+pub fn default_policy(account_id: &str) -> String {
+    serde_json::json!({
+        "Version": "1",
+        "Statement": [{
+            "Sid": "Enable RAM User Permissions",
+            "Effect": "Allow",
+            "Principal": { "RAM": [format!("acs:ram::{account_id}:*")] },
+            "Action": ["kms:*"],
+            "Resource": ["*"],
+        }],
+    })
+    .to_string()
+}
+
+impl KeyPolicy {
+    /// Parses and validates a policy document; the error says what is wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.len() > MAX_POLICY_BYTES {
+            return Err(format!("longer than {MAX_POLICY_BYTES} bytes"));
+        }
+        let value: Value =
+            serde_json::from_str(text).map_err(|_| "not a JSON document".to_owned())?;
+        let Value::Object(root) = value else {
+            return Err("not a JSON object".into());
+        };
+        only_fields(&root, &["Version", "Statement"], "the policy")?;
+        if root.get("Version").and_then(Value::as_str) != Some("1") {
+            return Err("Version must be \"1\"".into());
+        }
+        let Some(Value::Array(statements)) = root.get("Statement") else {
+            return Err("Statement must be an array".into());
+        };
+        if statements.is_empty() {
+            return Err("Statement must not be empty".into());
+        }
+        let statements = statements
+            .iter()
+            .map(parse_statement)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { statements })
+    }
+
+    /// Evaluates the policy for `principal` (an `acs:ram::…` ARN) calling `permission`
+    /// (`kms:Encrypt`, …).
+    pub fn evaluate(&self, principal: &str, permission: &str) -> Decision {
+        let matching = |s: &&Statement| {
+            s.principals.iter().any(|p| glob(p, principal, false))
+                && s.actions.iter().any(|a| glob(a, permission, true))
+        };
+        let mut allowed = false;
+        for statement in self.statements.iter().filter(matching) {
+            match statement.effect {
+                Effect::Deny => return Decision::ExplicitDeny,
+                Effect::Allow if !statement.conditional => allowed = true,
+                Effect::Allow => {}
+            }
+        }
+        if allowed {
+            Decision::Allow
+        } else {
+            Decision::ImplicitDeny
+        }
+    }
+}
+
+fn only_fields(object: &Map<String, Value>, allowed: &[&str], what: &str) -> Result<(), String> {
+    match object.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(unknown) => Err(format!(
+            "{what} has an unknown field {:?}",
+            printable(unknown)
+        )),
+        None => Ok(()),
+    }
+}
+
+fn printable(text: &str) -> String {
+    text.chars().take(32).filter(|c| !c.is_control()).collect()
+}
+
+/// A string or an array of strings, as IAM-style documents allow.
+fn strings(value: Option<&Value>, field: &str) -> Result<Vec<String>, String> {
+    let list = match value {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| i.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| format!("{field} must hold strings"))?,
+        _ => {
+            return Err(format!(
+                "{field} is required (a string or an array of strings)"
+            ));
+        }
+    };
+    if list.is_empty() {
+        return Err(format!("{field} must not be empty"));
+    }
+    Ok(list)
+}
+
+fn parse_statement(value: &Value) -> Result<Statement, String> {
+    let Value::Object(object) = value else {
+        return Err("every Statement must be an object".into());
+    };
+    only_fields(
+        object,
+        &[
+            "Sid",
+            "Effect",
+            "Principal",
+            "Action",
+            "Resource",
+            "Condition",
+        ],
+        "a Statement",
+    )?;
+    if let Some(sid) = object.get("Sid") {
+        // The published charset, plus the space the console's own default Sid uses.
+        let ok = sid.as_str().is_some_and(|s| {
+            s.len() <= 128
+                && s.bytes().all(|b| {
+                    b.is_ascii_alphanumeric()
+                        || matches!(b, b'_' | b'/' | b'+' | b'=' | b'.' | b'@' | b'-' | b' ')
+                })
+        });
+        if !ok {
+            return Err("Sid must be at most 128 of [A-Za-z0-9_/+=.@-]".into());
+        }
+    }
+    let effect = match object.get("Effect").and_then(Value::as_str) {
+        Some("Allow") => Effect::Allow,
+        Some("Deny") => Effect::Deny,
+        _ => return Err("Effect must be Allow or Deny".into()),
+    };
+    let Some(Value::Object(principal)) = object.get("Principal") else {
+        return Err("Principal must be an object with a RAM list".into());
+    };
+    only_fields(principal, &["RAM"], "Principal")?;
+    let principals = strings(principal.get("RAM"), "Principal.RAM")?;
+    if let Some(bad) = principals
+        .iter()
+        .find(|p| *p != "*" && !p.starts_with("acs:ram::"))
+    {
+        return Err(format!(
+            "Principal.RAM entry {:?} must be an acs:ram:: ARN",
+            printable(bad)
+        ));
+    }
+    let actions = strings(object.get("Action"), "Action")?;
+    if actions
+        .iter()
+        .any(|a| a.len() < 5 || !a[..4].eq_ignore_ascii_case("kms:"))
+    {
+        return Err("every Action must start with kms:".into());
+    }
+    if strings(object.get("Resource"), "Resource")? != ["*"] {
+        return Err("Resource must be [\"*\"]".into());
+    }
+    let conditional = match object.get("Condition") {
+        None => false,
+        Some(Value::Object(_)) => true,
+        Some(_) => return Err("Condition must be an object".into()),
+    };
+    Ok(Statement {
+        effect,
+        principals,
+        actions,
+        conditional,
+    })
+}
+
+/// `*`-glob match of `text` against `pattern`.
+fn glob(pattern: &str, text: &str, ignore_case: bool) -> bool {
+    let eq = |a: u8, b: u8| {
+        if ignore_case {
+            a.eq_ignore_ascii_case(&b)
+        } else {
+            a == b
+        }
+    };
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    let mut backtrack: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            backtrack = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && eq(p[pi], t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if let Some((star, matched)) = backtrack {
+            pi = star + 1;
+            ti = matched + 1;
+            backtrack = Some((star, matched + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&b| b == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ADMIN: &[&str] = &[
+        "kms:List*",
+        "kms:Describe*",
+        "kms:Create*",
+        "kms:Enable*",
+        "kms:Disable*",
+        "kms:Get*",
+        "kms:Set*",
+        "kms:Update*",
+        "kms:Delete*",
+        "kms:Cancel*",
+        "kms:TagResource",
+        "kms:UntagResource",
+        "kms:ImportKeyMaterial",
+        "kms:ScheduleKeyDeletion",
+    ];
+    const USER: &[&str] = &[
+        "kms:Encrypt",
+        "kms:Decrypt",
+        "kms:GenerateDataKey",
+        "kms:GenerateAndExportDataKey",
+        "kms:AsymmetricEncrypt",
+        "kms:AsymmetricDecrypt",
+        "kms:DescribeKey",
+        "kms:DescribeKeyVersion",
+        "kms:ListKeyVersions",
+        "kms:ListAliasesByKeyId",
+        "kms:TagResource",
+    ];
+
+    fn policy(statements: Value) -> String {
+        serde_json::json!({"Version": "1", "Statement": statements}).to_string()
+    }
+
+    #[test]
+    fn default_policy_lets_the_account_do_everything() {
+        let p = KeyPolicy::parse(&default_policy("123")).unwrap();
+        assert_eq!(
+            p.evaluate("acs:ram::123:root", "kms:Encrypt"),
+            Decision::Allow
+        );
+        assert_eq!(
+            p.evaluate("acs:ram::123:user/alice", "kms:ScheduleKeyDeletion"),
+            Decision::Allow
+        );
+        assert_eq!(
+            p.evaluate("acs:ram::999:root", "kms:Encrypt"),
+            Decision::ImplicitDeny
+        );
+    }
+
+    #[test]
+    fn seed_administrator_and_user_sets() {
+        let text = policy(serde_json::json!([
+            {"Effect": "Allow", "Principal": {"RAM": ["acs:ram::123:user/admin"]}, "Action": ADMIN, "Resource": ["*"]},
+            {"Effect": "Allow", "Principal": {"RAM": ["acs:ram::123:user/app"]}, "Action": USER, "Resource": ["*"]},
+        ]));
+        let p = KeyPolicy::parse(&text).unwrap();
+        let admin = "acs:ram::123:user/admin";
+        let user = "acs:ram::123:user/app";
+        for allowed in [
+            "kms:ListAliasesByKeyId",
+            "kms:DescribeKey",
+            "kms:CreateAlias",
+            "kms:EnableKey",
+            "kms:DisableKey",
+            "kms:GetKeyPolicy",
+            "kms:SetDeletionProtection",
+            "kms:UpdateKeyDescription",
+            "kms:DeleteAlias",
+            "kms:CancelKeyDeletion",
+            "kms:TagResource",
+            "kms:ScheduleKeyDeletion",
+        ] {
+            assert_eq!(p.evaluate(admin, allowed), Decision::Allow, "{allowed}");
+        }
+        for refused in ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"] {
+            assert_eq!(
+                p.evaluate(admin, refused),
+                Decision::ImplicitDeny,
+                "{refused}"
+            );
+        }
+        for allowed in [
+            "kms:Encrypt",
+            "kms:Decrypt",
+            "kms:GenerateDataKey",
+            "kms:DescribeKey",
+            "kms:TagResource",
+        ] {
+            assert_eq!(p.evaluate(user, allowed), Decision::Allow, "{allowed}");
+        }
+        for refused in [
+            "kms:ScheduleKeyDeletion",
+            "kms:DisableKey",
+            "kms:SetKeyPolicy",
+            "kms:UntagResource",
+        ] {
+            assert_eq!(
+                p.evaluate(user, refused),
+                Decision::ImplicitDeny,
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn deny_wins_and_conditions_fail_closed() {
+        let text = policy(serde_json::json!([
+            {"Effect": "Allow", "Principal": {"RAM": ["acs:ram::123:*"]}, "Action": ["kms:*"], "Resource": ["*"]},
+            {"Effect": "Deny", "Principal": {"RAM": ["acs:ram::123:user/bob"]}, "Action": ["kms:Decrypt"], "Resource": "*"},
+            {"Effect": "Allow", "Principal": {"RAM": "acs:ram::456:root"}, "Action": "kms:Encrypt", "Resource": ["*"],
+             "Condition": {"StringEquals": {"acs:SourceVpc": "vpc-1"}}},
+        ]));
+        let p = KeyPolicy::parse(&text).unwrap();
+        assert_eq!(
+            p.evaluate("acs:ram::123:user/bob", "kms:Decrypt"),
+            Decision::ExplicitDeny
+        );
+        assert_eq!(
+            p.evaluate("acs:ram::123:user/bob", "kms:encrypt"),
+            Decision::Allow
+        );
+        assert_eq!(
+            p.evaluate("acs:ram::456:root", "kms:Encrypt"),
+            Decision::ImplicitDeny
+        );
+    }
+
+    #[test]
+    fn validation_rules() {
+        let statement = |extra: Value| {
+            let mut s = serde_json::json!({"Effect": "Allow", "Principal": {"RAM": ["acs:ram::1:*"]}, "Action": ["kms:*"], "Resource": ["*"]});
+            for (k, v) in extra.as_object().unwrap() {
+                s[k] = v.clone();
+            }
+            policy(serde_json::json!([s]))
+        };
+        assert!(KeyPolicy::parse(&statement(serde_json::json!({}))).is_ok());
+        for (extra, reason) in [
+            (serde_json::json!({"Effect": "Maybe"}), "Effect"),
+            (serde_json::json!({"Action": ["ecs:Describe"]}), "kms:"),
+            (serde_json::json!({"Resource": ["acs:kms:*"]}), "Resource"),
+            (
+                serde_json::json!({"Principal": {"RAM": ["bob"]}}),
+                "acs:ram",
+            ),
+            (
+                serde_json::json!({"Principal": {"Service": ["x"]}}),
+                "unknown field",
+            ),
+            (serde_json::json!({"Sid": "bad#sid"}), "Sid"),
+            (serde_json::json!({"Bogus": 1}), "unknown field"),
+            (serde_json::json!({"Condition": "x"}), "Condition"),
+        ] {
+            let error = KeyPolicy::parse(&statement(extra.clone())).unwrap_err();
+            assert!(error.contains(reason), "{extra}: {error}");
+        }
+        assert!(
+            KeyPolicy::parse(r#"{"Version":"2","Statement":[]}"#)
+                .unwrap_err()
+                .contains("Version")
+        );
+        assert!(KeyPolicy::parse(r#"{"Version":"1","Statement":[]}"#).is_err());
+        assert!(KeyPolicy::parse("[]").is_err());
+        let huge = format!(
+            "{{\"Version\":\"1\",\"Pad\":\"{}\"}}",
+            "x".repeat(MAX_POLICY_BYTES)
+        );
+        assert!(KeyPolicy::parse(&huge).unwrap_err().contains("32768"));
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("kms:*", "kms:Encrypt", true));
+        assert!(glob("kms:List*", "kms:ListAliases", true));
+        assert!(!glob("kms:List*", "kms:DescribeKey", true));
+        assert!(glob("acs:ram::1:*", "acs:ram::1:user/a", false));
+        assert!(!glob("acs:ram::1:*", "acs:ram::12:user/a", false));
+        assert!(glob("a*b*c", "aXbYbZc", false));
+        assert!(!glob("a*b", "aXbY", false));
+        assert!(glob("*", "", false));
+    }
+}

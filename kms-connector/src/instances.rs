@@ -1,0 +1,417 @@
+//! The instance registry: `kst-…` → the backend serving it, built from the configuration and
+//! mirrored into the store (the `instances` table follows every connection state change, so
+//! the CLI and other replicas see it).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::backend::software::{RootKey, SoftwareBackend};
+use crate::backend::{ConnectionError, InstanceStatus, KeyBackend};
+use crate::config::{Config, ConfigError, InstanceConfig};
+use crate::store::{Instance, InstanceKind, NewInstance, Store, StoreError, UnixMillis};
+
+/// A background task of an instance (health checks, state persistence).
+pub type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// What an instance kind with a connection (external) can be told to do.
+#[async_trait::async_trait]
+pub trait InstanceControl: Send + Sync + 'static {
+    /// Connects (external: checks the XKI proxy's health with the configured credentials).
+    async fn connect(&self) -> InstanceStatus;
+    /// Disconnects on purpose: crypto stops until the next connect.
+    async fn disconnect(&self) -> InstanceStatus;
+    /// Probes the connection now and returns the state it leads to.
+    async fn check_health(&self) -> InstanceStatus;
+    /// Sets the state stored before a restart.
+    fn restore(&self, _status: InstanceStatus) {}
+    /// Every state change (including those the backend makes on its own).
+    fn subscribe(&self) -> Option<watch::Receiver<InstanceStatus>> {
+        None
+    }
+    /// The periodic health checks, to be spawned while serving.
+    fn health_checks(&self) -> Option<Task> {
+        None
+    }
+}
+
+/// One served instance.
+pub struct InstanceHandle {
+    /// `kst-…`.
+    pub id: String,
+    /// Software, hardware or external.
+    pub kind: InstanceKind,
+    /// Display name.
+    pub name: String,
+    /// What runs its crypto.
+    pub backend: Arc<dyn KeyBackend>,
+    /// Connect / disconnect / health (external instances).
+    pub control: Option<Arc<dyn InstanceControl>>,
+}
+
+impl std::fmt::Debug for InstanceHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceHandle")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .field("controllable", &self.control.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A backend given instead of the one the configuration would build (tests, fault injection).
+#[derive(Clone)]
+pub struct BackendOverride {
+    /// The backend.
+    pub backend: Arc<dyn KeyBackend>,
+    /// Its connection control, if it has one.
+    pub control: Option<Arc<dyn InstanceControl>>,
+}
+
+impl std::fmt::Debug for BackendOverride {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendOverride")
+            .field("kind", &self.backend.kind())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the registry could not be built or an instance cannot be driven.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InstanceError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored instance has another kind than its configuration says.
+    #[error(
+        "instance {id}: stored as {stored}, configured as {configured}; an instance cannot change kind"
+    )]
+    KindChanged {
+        /// The instance.
+        id: String,
+        /// Stored kind.
+        stored: InstanceKind,
+        /// Configured kind.
+        configured: InstanceKind,
+    },
+}
+
+/// Every served instance.
+pub struct Instances {
+    by_id: BTreeMap<String, Arc<InstanceHandle>>,
+    default_id: Option<String>,
+    store: Store,
+}
+
+impl std::fmt::Debug for Instances {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instances")
+            .field("ids", &self.by_id.keys().collect::<Vec<_>>())
+            .field("default_id", &self.default_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Instances {
+    /// Builds every configured instance (or takes its override), and creates or updates its
+    /// store row.
+    pub async fn build(
+        config: &Config,
+        store: &Store,
+        mut overrides: BTreeMap<String, BackendOverride>,
+    ) -> Result<Self, InstanceError> {
+        let mut by_id = BTreeMap::new();
+        for instance in &config.instances {
+            let kind = instance.kind()?;
+            let (backend, control) = match overrides.remove(&instance.id) {
+                Some(o) => (o.backend, o.control),
+                None => build_backend(config, instance, kind)?,
+            };
+            let handle = Arc::new(InstanceHandle {
+                id: instance.id.clone(),
+                kind,
+                name: instance.name.clone(),
+                backend,
+                control,
+            });
+            sync_row(store, &handle, spec_json(instance)).await?;
+            by_id.insert(instance.id.clone(), handle);
+        }
+        Ok(Self {
+            by_id,
+            default_id: config.default_instance_id().map(str::to_owned),
+            store: store.clone(),
+        })
+    }
+
+    /// The instance with this id.
+    pub fn get(&self, id: &str) -> Option<Arc<InstanceHandle>> {
+        self.by_id.get(id).cloned()
+    }
+
+    /// The instance CreateKey uses without `DKMSInstanceId`.
+    pub fn default_id(&self) -> Option<&str> {
+        self.default_id.as_deref()
+    }
+
+    /// Every served instance, by id.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<InstanceHandle>> {
+        self.by_id.values()
+    }
+
+    /// The stored row of a served instance (state, error code, creation time).
+    pub async fn row(&self, id: &str) -> Result<Instance, StoreError> {
+        self.store.get_instance(id).await
+    }
+
+    /// Connects an instance that has a connection; `None` if it has none.
+    pub async fn connect(
+        &self,
+        handle: &InstanceHandle,
+    ) -> Result<Option<InstanceStatus>, StoreError> {
+        let Some(control) = &handle.control else {
+            return Ok(None);
+        };
+        let status = control.connect().await;
+        self.record(handle, status).await?;
+        Ok(Some(status))
+    }
+
+    /// Disconnects an instance that has a connection; `None` if it has none.
+    pub async fn disconnect(
+        &self,
+        handle: &InstanceHandle,
+    ) -> Result<Option<InstanceStatus>, StoreError> {
+        let Some(control) = &handle.control else {
+            return Ok(None);
+        };
+        let status = control.disconnect().await;
+        self.record(handle, status).await?;
+        Ok(Some(status))
+    }
+
+    /// The tasks to run while serving: each controllable instance's health checks, and a
+    /// watcher that stores every connection state change (the store row follows the backend).
+    pub fn background_tasks(self: &Arc<Self>) -> Vec<Task> {
+        let mut tasks: Vec<Task> = Vec::new();
+        for handle in self.by_id.values() {
+            let Some(control) = &handle.control else {
+                continue;
+            };
+            if let Some(task) = control.health_checks() {
+                tasks.push(task);
+            }
+            if let Some(mut changes) = control.subscribe() {
+                let registry = Arc::clone(self);
+                let handle = Arc::clone(handle);
+                tasks.push(Box::pin(async move {
+                    while changes.changed().await.is_ok() {
+                        let status = *changes.borrow_and_update();
+                        if let Err(error) = registry.record(&handle, status).await {
+                            tracing::warn!(instance = %handle.id, %error, "cannot record the instance state");
+                        }
+                    }
+                }));
+            }
+        }
+        tasks
+    }
+
+    /// Stores `status` when it differs from the row.
+    async fn record(
+        &self,
+        handle: &InstanceHandle,
+        status: InstanceStatus,
+    ) -> Result<(), StoreError> {
+        let row = self.store.get_instance(&handle.id).await?;
+        let code = status.error.map(|e| e.as_str().to_owned());
+        if row.connection_state != status.state || row.connection_error_code != code {
+            tracing::info!(
+                instance = %handle.id,
+                from = row.connection_state.as_str(),
+                to = status.state.as_str(),
+                error_code = code.as_deref().unwrap_or(""),
+                "instance connection state changed"
+            );
+            self.store
+                .update_instance_connection(&handle.id, status.state, code, UnixMillis::now())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+type Built = (Arc<dyn KeyBackend>, Option<Arc<dyn InstanceControl>>);
+
+fn build_backend(
+    config: &Config,
+    instance: &InstanceConfig,
+    kind: InstanceKind,
+) -> Result<Built, ConfigError> {
+    match kind {
+        // Each software instance reads the root key from its source (`RootKey` offers no copy).
+        InstanceKind::Software => {
+            Ok((Arc::new(SoftwareBackend::new(load_root_key(config)?)), None))
+        }
+        InstanceKind::External => external::build(config, instance),
+        InstanceKind::Hardware => Err(ConfigError::Invalid(format!(
+            "instances {}: hardware instances are not implemented yet",
+            instance.id
+        ))),
+    }
+}
+
+fn load_root_key(config: &Config) -> Result<RootKey, ConfigError> {
+    let missing = || ConfigError::Invalid("software instances need a [root_key]".into());
+    let root = config.root_key.as_ref().ok_or_else(missing)?;
+    let loaded = match (&root.file, &root.env) {
+        (Some(path), None) => RootKey::from_file(path),
+        (None, Some(var)) => RootKey::from_env(var),
+        _ => return Err(missing()),
+    };
+    loaded.map_err(|e| ConfigError::Secret(format!("root key: {e}")))
+}
+
+/// Non-secret settings as the store keeps them (`spec`): the external table as JSON (it holds
+/// secret *references* only), `{}` for the others.
+fn spec_json(instance: &InstanceConfig) -> String {
+    instance
+        .external
+        .as_ref()
+        .and_then(|e| serde_json::to_string(e).ok())
+        .unwrap_or_else(|| "{}".to_owned())
+}
+
+async fn sync_row(
+    store: &Store,
+    handle: &InstanceHandle,
+    spec: String,
+) -> Result<(), InstanceError> {
+    let now = UnixMillis::now();
+    let existing = store.get_instance(&handle.id).await;
+    // A connection survives a restart: the backend resumes from the stored state (and its
+    // first health check confirms or corrects it).
+    if let (Ok(row), Some(control)) = (&existing, &handle.control) {
+        control.restore(InstanceStatus {
+            state: row.connection_state,
+            error: row
+                .connection_error_code
+                .as_deref()
+                .and_then(parse_connection_error),
+        });
+    }
+    let status = handle.backend.status();
+    match existing {
+        Err(StoreError::NotFound(_)) => {
+            store
+                .create_instance(NewInstance {
+                    instance_id: handle.id.clone(),
+                    kind: handle.kind,
+                    name: handle.name.clone(),
+                    spec,
+                    connection_state: status.state,
+                    created_at: now,
+                })
+                .await?;
+        }
+        Err(other) => return Err(other.into()),
+        Ok(row) => {
+            if row.kind != handle.kind {
+                return Err(InstanceError::KindChanged {
+                    id: handle.id.clone(),
+                    stored: row.kind,
+                    configured: handle.kind,
+                });
+            }
+            if row.name != handle.name {
+                store
+                    .rename_instance(&handle.id, handle.name.clone(), now)
+                    .await?;
+            }
+            if row.spec != spec {
+                store.update_instance_spec(&handle.id, spec, now).await?;
+            }
+        }
+    }
+    let code = status.error.map(|e| e.as_str().to_owned());
+    store
+        .update_instance_connection(&handle.id, status.state, code, now)
+        .await?;
+    Ok(())
+}
+
+/// The stored code of a connection error.
+fn parse_connection_error(code: &str) -> Option<ConnectionError> {
+    [
+        ConnectionError::InvalidCredentials,
+        ConnectionError::AccessDenied,
+        ConnectionError::InvalidConfiguration,
+        ConnectionError::InvalidResponse,
+        ConnectionError::InvalidTlsConfiguration,
+        ConnectionError::NotReachable,
+        ConnectionError::TimedOut,
+        ConnectionError::InternalError,
+    ]
+    .into_iter()
+    .find(|e| e.as_str() == code)
+}
+
+mod external {
+    //! Wiring of the external (XKI) backend: the backend itself, and its connection control.
+    use std::sync::Arc;
+
+    use tokio::sync::watch;
+
+    use super::{Built, Config, ConfigError, InstanceConfig, InstanceControl, Task};
+    use crate::backend::InstanceStatus;
+    use crate::backend::external::ExternalBackend;
+
+    struct Control(ExternalBackend);
+
+    #[async_trait::async_trait]
+    impl InstanceControl for Control {
+        async fn connect(&self) -> InstanceStatus {
+            self.0.connect().await
+        }
+
+        async fn disconnect(&self) -> InstanceStatus {
+            self.0.disconnect()
+        }
+
+        async fn check_health(&self) -> InstanceStatus {
+            self.0.check_health().await
+        }
+
+        fn restore(&self, status: InstanceStatus) {
+            self.0.restore(status);
+        }
+
+        fn subscribe(&self) -> Option<watch::Receiver<InstanceStatus>> {
+            Some(self.0.subscribe())
+        }
+
+        fn health_checks(&self) -> Option<Task> {
+            Some(Box::pin(self.0.health_checks()))
+        }
+    }
+
+    pub(super) fn build(config: &Config, instance: &InstanceConfig) -> Result<Built, ConfigError> {
+        let external = instance.external.as_ref().ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "instances {}: [instances.external] is missing",
+                instance.id
+            ))
+        })?;
+        let backend = ExternalBackend::from_config(external, &config.kms.region, &config.base_dir)
+            .map_err(|e| ConfigError::Invalid(format!("instances {}: {e}", instance.id)))?;
+        Ok((Arc::new(backend.clone()), Some(Arc::new(Control(backend)))))
+    }
+}

@@ -1,0 +1,340 @@
+//! Key policies through the API: the default policy, the seeds' administrator and user action
+//! sets, explicit Deny, key-less calls limited to the account, SetKeyPolicy / GetKeyPolicy and
+//! their validation.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "common/api.rs"]
+mod harness;
+
+use harness::{ACCOUNT, Client, REGION, TestApp, Who};
+use serde_json::{Value, json};
+
+const ADMIN_SET: &[&str] = &[
+    "kms:List*",
+    "kms:Describe*",
+    "kms:Create*",
+    "kms:Enable*",
+    "kms:Disable*",
+    "kms:Get*",
+    "kms:Set*",
+    "kms:Update*",
+    "kms:Delete*",
+    "kms:Cancel*",
+    "kms:TagResource",
+    "kms:UntagResource",
+    "kms:ImportKeyMaterial",
+    "kms:ScheduleKeyDeletion",
+];
+const USER_SET: &[&str] = &[
+    "kms:Encrypt",
+    "kms:Decrypt",
+    "kms:GenerateDataKey",
+    "kms:GenerateAndExportDataKey",
+    "kms:AsymmetricEncrypt",
+    "kms:AsymmetricDecrypt",
+    "kms:DescribeKey",
+    "kms:DescribeKeyVersion",
+    "kms:ListKeyVersions",
+    "kms:ListAliasesByKeyId",
+    "kms:TagResource",
+];
+
+fn statement(effect: &str, principal: &str, actions: &[&str]) -> Value {
+    json!({"Effect": effect, "Principal": {"RAM": [principal]}, "Action": actions, "Resource": ["*"]})
+}
+
+fn policy(statements: Vec<Value>) -> String {
+    json!({"Version": "1", "Statement": statements}).to_string()
+}
+
+async fn key_with(c: &Client, policy: &str) -> String {
+    let meta = c.ok("CreateKey", &[("Policy", policy)]).await;
+    meta["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_administrator_and_user_sets() {
+    let app = TestApp::start().await;
+    let root = app.root();
+    let document = policy(vec![
+        statement("Allow", &Who::Root.principal(), &["kms:*"]),
+        statement("Allow", &Who::Admin.principal(), ADMIN_SET),
+        statement("Allow", &Who::App.principal(), USER_SET),
+    ]);
+    let key = key_with(&root, &document).await;
+    let blob = root
+        .ok("Encrypt", &[("KeyId", &key), ("Plaintext", "for the app")])
+        .await["CiphertextBlob"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tags = r#"[{"TagKey":"k","TagValue":"v"}]"#;
+
+    let user = app.client(Who::App);
+    for (action, params) in [
+        ("Encrypt", vec![("KeyId", key.as_str()), ("Plaintext", "p")]),
+        ("Decrypt", vec![("CiphertextBlob", blob.as_str())]),
+        ("GenerateDataKey", vec![("KeyId", key.as_str())]),
+        ("DescribeKey", vec![("KeyId", key.as_str())]),
+        ("ListAliasesByKeyId", vec![("KeyId", key.as_str())]),
+        ("ListKeyVersions", vec![("KeyId", key.as_str())]),
+        ("TagResource", vec![("KeyId", key.as_str()), ("Tags", tags)]),
+    ] {
+        user.ok(action, &params).await;
+    }
+    for (action, params) in [
+        (
+            "ScheduleKeyDeletion",
+            vec![("KeyId", key.as_str()), ("PendingWindowInDays", "7")],
+        ),
+        ("DisableKey", vec![("KeyId", key.as_str())]),
+        (
+            "SetKeyPolicy",
+            vec![("KeyId", key.as_str()), ("Policy", document.as_str())],
+        ),
+        ("GetKeyPolicy", vec![("KeyId", key.as_str())]),
+        (
+            "UntagResource",
+            vec![("KeyId", key.as_str()), ("TagKeys", r#"["k"]"#)],
+        ),
+        (
+            "GenerateDataKeyWithoutPlaintext",
+            vec![("KeyId", key.as_str())],
+        ),
+        (
+            "ReEncrypt",
+            vec![
+                ("CiphertextBlob", blob.as_str()),
+                ("DestinationKeyId", key.as_str()),
+            ],
+        ),
+    ] {
+        let reply = user.call(action, &params).await;
+        reply.expect("Forbidden.NoPermission", 403);
+        assert!(reply.message().contains("user/app"), "{}", reply.body);
+    }
+
+    let admin = app.client(Who::Admin);
+    for (action, params) in [
+        ("Encrypt", vec![("KeyId", key.as_str()), ("Plaintext", "p")]),
+        ("Decrypt", vec![("CiphertextBlob", blob.as_str())]),
+        ("GenerateDataKey", vec![("KeyId", key.as_str())]),
+    ] {
+        admin
+            .call(action, &params)
+            .await
+            .expect("Forbidden.NoPermission", 403);
+    }
+    let alias = format!(
+        "alias/admin-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    for (action, params) in [
+        ("DescribeKey", vec![("KeyId", key.as_str())]),
+        ("DisableKey", vec![("KeyId", key.as_str())]),
+        ("EnableKey", vec![("KeyId", key.as_str())]),
+        (
+            "UpdateKeyDescription",
+            vec![("KeyId", key.as_str()), ("Description", "by admin")],
+        ),
+        (
+            "CreateAlias",
+            vec![("AliasName", alias.as_str()), ("KeyId", key.as_str())],
+        ),
+        ("GetKeyPolicy", vec![("KeyId", key.as_str())]),
+        (
+            "UntagResource",
+            vec![("KeyId", key.as_str()), ("TagKeys", r#"["k"]"#)],
+        ),
+        (
+            "ScheduleKeyDeletion",
+            vec![("KeyId", key.as_str()), ("PendingWindowInDays", "7")],
+        ),
+        ("CancelKeyDeletion", vec![("KeyId", key.as_str())]),
+        ("DeleteAlias", vec![("AliasName", alias.as_str())]),
+    ] {
+        admin.ok(action, &params).await;
+    }
+
+    let stranger = app.client(Who::Stranger);
+    let arn = format!("acs:kms:{REGION}:{ACCOUNT}:key/{key}");
+    stranger
+        .call("DescribeKey", &[("KeyId", &arn)])
+        .await
+        .expect("Forbidden.NoPermission", 403);
+    stranger
+        .call("Encrypt", &[("KeyId", &arn), ("Plaintext", "p")])
+        .await
+        .expect("Forbidden.NoPermission", 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_deny_wins() {
+    let app = TestApp::start().await;
+    let root = app.root();
+    let document = policy(vec![
+        statement("Allow", &format!("acs:ram::{ACCOUNT}:*"), &["kms:*"]),
+        statement(
+            "Deny",
+            &Who::App.principal(),
+            &["kms:Encrypt", "kms:Generate*"],
+        ),
+    ]);
+    let key = key_with(&root, &document).await;
+    let app_user = app.client(Who::App);
+    app_user
+        .call("Encrypt", &[("KeyId", &key), ("Plaintext", "p")])
+        .await
+        .expect("Forbidden.NoPermission", 403);
+    app_user
+        .call("GenerateDataKey", &[("KeyId", &key)])
+        .await
+        .expect("Forbidden.NoPermission", 403);
+    app_user.ok("DescribeKey", &[("KeyId", &key)]).await;
+    app.client(Who::Admin)
+        .ok("Encrypt", &[("KeyId", &key), ("Plaintext", "p")])
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_less_calls_belong_to_the_account() {
+    let app = TestApp::start().await;
+    for who in [Who::Root, Who::App, Who::Admin] {
+        let c = app.client(who);
+        c.ok("ListKeys", &[]).await;
+        c.ok("ListAliases", &[]).await;
+        c.ok("CreateKey", &[]).await;
+    }
+    let stranger = app.client(Who::Stranger);
+    for action in ["ListKeys", "ListAliases", "CreateKey", "ListKmsInstances"] {
+        stranger
+            .call(action, &[])
+            .await
+            .expect("Forbidden.NoPermission", 403);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_policy_and_set_key_policy() {
+    let app = TestApp::start().await;
+    let root = app.root();
+    let key = root.ok("CreateKey", &[]).await["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let got = root.ok("GetKeyPolicy", &[("KeyId", &key)]).await;
+    let current: Value = serde_json::from_str(got["Policy"].as_str().unwrap()).unwrap();
+    assert_eq!(current["Version"], "1");
+    assert_eq!(
+        current["Statement"][0]["Principal"]["RAM"],
+        json!([format!("acs:ram::{ACCOUNT}:*")])
+    );
+    assert_eq!(current["Statement"][0]["Action"], json!(["kms:*"]));
+    // The default policy lets every principal of the account do everything.
+    app.client(Who::App)
+        .ok("Encrypt", &[("KeyId", &key), ("Plaintext", "p")])
+        .await;
+
+    let only_root = policy(vec![statement("Allow", &Who::Root.principal(), &["kms:*"])]);
+    root.ok(
+        "SetKeyPolicy",
+        &[
+            ("KeyId", &key),
+            ("PolicyName", "default"),
+            ("Policy", &only_root),
+        ],
+    )
+    .await;
+    let got = root.ok("GetKeyPolicy", &[("KeyId", &key)]).await;
+    assert_eq!(got["Policy"], json!(only_root));
+    app.client(Who::App)
+        .call("Encrypt", &[("KeyId", &key), ("Plaintext", "p")])
+        .await
+        .expect("Forbidden.NoPermission", 403);
+    root.ok("Encrypt", &[("KeyId", &key), ("Plaintext", "p")])
+        .await;
+
+    let huge = policy(vec![statement(
+        "Allow",
+        &Who::Root.principal(),
+        &[&format!("kms:{}", "A".repeat(33_000))],
+    )]);
+    for bad in [
+        r#"{"Version":"2","Statement":[]}"#.to_owned(),
+        "not json".to_owned(),
+        policy(vec![statement(
+            "Allow",
+            &Who::Root.principal(),
+            &["ecs:DescribeInstances"],
+        )]),
+        policy(vec![statement("Maybe", &Who::Root.principal(), &["kms:*"])]),
+        policy(vec![
+            json!({"Effect": "Allow", "Principal": {"RAM": ["*"]}, "Action": ["kms:*"], "Resource": ["acs:kms:*"]}),
+        ]),
+        huge,
+    ] {
+        let reply = root
+            .call("SetKeyPolicy", &[("KeyId", &key), ("Policy", &bad)])
+            .await;
+        reply.expect("InvalidParameter", 400);
+        assert!(reply.message().contains("Policy"), "{}", reply.body);
+        root.call("CreateKey", &[("Policy", &bad)])
+            .await
+            .expect("InvalidParameter", 400);
+    }
+    root.call("SetKeyPolicy", &[("KeyId", &key)])
+        .await
+        .expect("MissingParameter", 400);
+    root.call("GetKeyPolicy", &[("KeyId", &key), ("PolicyName", "other")])
+        .await
+        .expect("Forbidden.ResourceNotFound", 404);
+
+    // A policy may lock its author out; another principal it names stays in.
+    let admin_only = policy(vec![statement(
+        "Allow",
+        &Who::Admin.principal(),
+        &["kms:*"],
+    )]);
+    root.ok("SetKeyPolicy", &[("KeyId", &key), ("Policy", &admin_only)])
+        .await;
+    root.call("GetKeyPolicy", &[("KeyId", &key)])
+        .await
+        .expect("Forbidden.NoPermission", 403);
+    app.client(Who::Admin)
+        .ok("GetKeyPolicy", &[("KeyId", &key)])
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_account_named_by_the_policy_may_use_the_key() {
+    let app = TestApp::start().await;
+    let root = app.root();
+    let document = policy(vec![
+        statement("Allow", &format!("acs:ram::{ACCOUNT}:*"), &["kms:*"]),
+        statement(
+            "Allow",
+            &Who::Stranger.principal(),
+            &["kms:Encrypt", "kms:Decrypt"],
+        ),
+    ]);
+    let key = key_with(&root, &document).await;
+    let arn = format!("acs:kms:{REGION}:{ACCOUNT}:key/{key}");
+    let stranger = app.client(Who::Stranger);
+    let enc = stranger
+        .ok(
+            "Encrypt",
+            &[("KeyId", &arn), ("Plaintext", "cross-account")],
+        )
+        .await;
+    let dec = stranger
+        .ok(
+            "Decrypt",
+            &[("CiphertextBlob", enc["CiphertextBlob"].as_str().unwrap())],
+        )
+        .await;
+    assert_eq!(dec["Plaintext"], "cross-account");
+    stranger
+        .call("DisableKey", &[("KeyId", &arn)])
+        .await
+        .expect("Forbidden.NoPermission", 403);
+}
