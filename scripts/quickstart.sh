@@ -13,7 +13,8 @@ root="$PWD"
 state="$root/.state"
 bin="$root/target/release"
 region="cn-hangzhou"
-ekm_port=19443 ekm_live_port=19080 proxy_port=18443 proxy_ops_port=19180
+ekm_port=19443 ekm_live_port=19080 proxy_port=18443 proxy_ops_port=19180 kms_port=18080
+account_id="1234567890123456"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -29,12 +30,13 @@ stop_one() {
 
 case "${1:-start}" in
   stop)
+    stop_one kms-connector
     stop_one xki-proxy
     stop_one ekm
     exit 0
     ;;
   status)
-    for name in ekm xki-proxy; do
+    for name in ekm xki-proxy kms-connector; do
       if pid_alive "$state/run/$name.pid"; then echo "$name: running (pid $(cat "$state/run/$name.pid"))"; else echo "$name: stopped"; fi
     done
     exit 0
@@ -47,7 +49,7 @@ say "system packages"
 scripts/deps.sh
 
 say "build (release)"
-cargo build --release --quiet -p ekm -p xki-proxy -p certs
+cargo build --release --quiet -p ekm -p xki-proxy -p certs -p kms-connector
 
 mkdir -p "$state"/{run,logs,secrets,softhsm/tokens}
 chmod 700 "$state/secrets"
@@ -62,6 +64,19 @@ new_secret() { # file, bytes
 new_secret "$state/secrets/ekm-user-pin" 32
 new_secret "$state/secrets/ekm-so-pin" 32
 new_secret "$state/secrets/proxy-admin-token" 48
+new_secret "$state/secrets/kms-access-key-secret" 48
+[ -s "$state/secrets/root.key" ] || (umask 077 && head -c 32 /dev/urandom > "$state/secrets/root.key")
+# Stable ids for this machine's stack (made once).
+if [ ! -s "$state/ids.env" ]; then
+  rnd() { tr -dc 'a-z0-9' < /dev/urandom | head -c "$1" || true; }
+  {
+    echo "kms_access_key_id=LTAI5t$(tr -dc 'A-Za-z0-9' < /dev/urandom | head -c 18 || true)"
+    echo "software_instance=kst-hzz$(printf '%08x' "$(date +%s)")$(rnd 10)"
+    echo "external_instance=kst-hzz$(printf '%08x' "$(date +%s)")$(rnd 10)"
+  } > "$state/ids.env"
+fi
+# shellcheck disable=SC1091
+. "$state/ids.env"
 
 cat > "$state/softhsm/softhsm2.conf" <<EOF
 directories.tokendir = $state/softhsm/tokens
@@ -128,9 +143,45 @@ regions = ["$region"]
 credentials = [{ access_key_id = "$access_key_id", secret = { file = "$state/secrets/xki-secret" } }]
 EOF
 
-wait_http() { # url, seconds
+cat > "$state/kms-connector.toml" <<EOF
+# Written by scripts/quickstart.sh. KMS_CONNECTOR__SECTION__KEY variables override any key.
+default_instance = "$software_instance"
+
+[server]
+listen = "127.0.0.1:$kms_port"
+
+[kms]
+region = "$region"
+account_id = "$account_id"
+
+[database]
+url = "sqlite://$state/kms-connector.db"
+
+[root_key]
+file = "$state/secrets/root.key"
+
+[[access_keys]]
+access_key_id = "$kms_access_key_id"
+secret = { file = "$state/secrets/kms-access-key-secret" }
+principal = "acs:ram::$account_id:root"
+
+[[instances]]
+id = "$software_instance"
+kind = "software"
+name = "software-keys"
+
+[[instances]]
+id = "$external_instance"
+kind = "external"
+name = "hyok-xki-localhost"
+[instances.external]
+settings_file = "$state/xki-connection.json"
+ca_file = "$state/pki/ca.pem"
+EOF
+
+wait_http() { # url, seconds (any HTTP answer counts)
   local deadline=$((SECONDS + $2))
-  until curl -fsS -o /dev/null "$1" 2>/dev/null; do
+  until curl -sS -o /dev/null "$1" 2>/dev/null; do
     [ $SECONDS -lt $deadline ] || return 1
     sleep 0.2
   done
@@ -138,7 +189,7 @@ wait_http() { # url, seconds
 
 start_one() { # name, ready-url, command...
   local name=$1 url=$2; shift 2
-  if pid_alive "$state/run/$name.pid" && curl -fsS -o /dev/null "$url" 2>/dev/null; then
+  if pid_alive "$state/run/$name.pid" && curl -sS -o /dev/null "$url" 2>/dev/null; then
     echo "    $name already running (pid $(cat "$state/run/$name.pid"))"
     return
   fi
@@ -153,9 +204,10 @@ start_one() { # name, ready-url, command...
   echo "    $name started (pid $(cat "$state/run/$name.pid")), log: .state/logs/$name.log"
 }
 
-say "start ekm and xki-proxy"
+say "start ekm, xki-proxy and kms-connector"
 start_one ekm "http://127.0.0.1:$ekm_live_port/ready" "$bin/ekm" --config "$state/ekm.toml" serve
 start_one xki-proxy "http://127.0.0.1:$proxy_ops_port/ready" "$bin/xki-proxy" serve --config "$state/xki-proxy.toml"
+start_one kms-connector "http://127.0.0.1:$kms_port/" "$bin/kms-connector" --config "$state/kms-connector.toml" serve
 
 if [ ! -s "$state/external-key-id" ]; then
   say "mint an external key on the XKI side (the External Key ID a KMS user types into CreateKey)"
@@ -165,43 +217,82 @@ fi
 key_id=$(cat "$state/external-key-id")
 "$bin/xki-proxy" keys --config "$state/xki-proxy.toml" describe "$key_id" | sed 's/^/    /'
 
-secret=$(cat "$state/secrets/xki-secret")
-xki() { # path, json body
-  curl -sS --fail-with-body --cacert "$state/pki/ca.pem" \
-    --aws-sigv4 "aws:amz:$region:kms-xks-proxy" --user "$access_key_id:$secret" \
-    -H 'Content-Type: application/json' -d "$2" "https://localhost:$proxy_port/kms/xks/v1$1"
+kms() { "$bin/kms-connector" --config "$state/kms-connector.toml" "$@"; }
+field() { # dotted.path: reads JSON on stdin
+  python3 -c 'import json,sys
+v = json.load(sys.stdin)
+for k in sys.argv[1].split("."):
+    v = v[k]
+print(v)' "$1"
 }
-meta='"requestMetadata":{"awsPrincipalArn":"acs:ram::1234567890:root","kmsKeyArn":"acs:kms:'$region':1234567890:key/quickstart","kmsOperation":"Encrypt","kmsRequestId":"quickstart"}'
+api() { # Action Name=Value...: a signed OpenAPI call made by plain curl
+  curl -sS "$(kms sign-url "$@")"
+}
 
-say "XKI calls through the proxy, signed with SigV4 by curl"
-echo "    health:   $(xki /health '{"requestMetadata":{"kmsRequestId":"quickstart","kmsOperation":"KmsHealthCheck"}}')"
-echo "    metadata: $(xki "/keys/$key_id/metadata" "{$meta}")"
-plaintext=$(printf 'hello, HYOK' | base64)
-encrypted=$(xki "/keys/$key_id/encrypt" "{$meta,\"plaintext\":\"$plaintext\",\"encryptionAlgorithm\":\"AES_GCM\",\"additionalAuthenticatedData\":\"$(printf 'ctx' | base64)\",\"ciphertextDataIntegrityValueAlgorithm\":\"SHA_256\"}")
-echo "    encrypt:  $encrypted"
-decrypt_body=$(python3 - "$encrypted" "$meta" <<'EOF'
-import json, sys
-e = json.loads(sys.argv[1])
-body = json.loads("{" + sys.argv[2] + "}")
-body.update({"ciphertext": e["ciphertext"], "ciphertextMetadata": e["ciphertextMetadata"],
-             "initializationVector": e["initializationVector"], "authenticationTag": e["authenticationTag"],
-             "encryptionAlgorithm": "AES_GCM", "additionalAuthenticatedData": "Y3R4"})
-body["requestMetadata"]["kmsOperation"] = "Decrypt"
-print(json.dumps(body))
-EOF
-)
-decrypted=$(xki "/keys/$key_id/decrypt" "$decrypt_body")
-echo "    decrypt:  $decrypted -> $(python3 -c 'import json,sys,base64; print(base64.b64decode(json.loads(sys.argv[1])["plaintext"]).decode())' "$decrypted")"
+say "connect the external key instance to the XKI proxy"
+kms call ConnectKmsInstance KmsInstanceId="$external_instance" >/dev/null
+deadline=$((SECONDS + 30))
+until [ "$(api GetKmsInstance KmsInstanceId="$external_instance" | field KmsInstance.Status 2>/dev/null)" = Connected ]; do
+  if [ $SECONDS -ge $deadline ]; then
+    echo "the external instance did not connect:" >&2
+    api GetKmsInstance KmsInstanceId="$external_instance" >&2
+    exit 1
+  fi
+  sleep 0.5
+done
+echo "    $external_instance: Connected"
+
+if [ ! -s "$state/kms-key-id" ]; then
+  say "CreateKey in the external instance, bound to External Key ID $key_id"
+  created=$(api CreateKey DKMSInstanceId="$external_instance" ExternalKeyId="$key_id" Description="quickstart HYOK key")
+  printf '%s' "$created" | field KeyMetadata.KeyId > "$state/kms-key-id" || { echo "CreateKey failed: $created" >&2; exit 1; }
+  api CreateAlias AliasName=alias/quickstart-hyok KeyId="$(cat "$state/kms-key-id")" >/dev/null
+fi
+kms_key=$(cat "$state/kms-key-id")
+api DescribeKey KeyId="$kms_key" | python3 -c 'import json,sys
+m = json.load(sys.stdin)["KeyMetadata"]
+print("    " + "  ".join(f"{k}={m.get(k)}" for k in ("KeyId", "KeyState", "KeySpec", "ProtectionLevel", "DKMSInstanceId")))'
+
+say "Encrypt -> Decrypt -> GenerateDataKey through the KMS OpenAPI (signed URLs, plain curl)"
+context='{"app":"quickstart"}'
+encrypted=$(api Encrypt KeyId=alias/quickstart-hyok Plaintext="hello, HYOK" EncryptionContext="$context")
+blob=$(printf '%s' "$encrypted" | field CiphertextBlob) || { echo "Encrypt failed: $encrypted" >&2; exit 1; }
+echo "    Encrypt:          CiphertextBlob=${blob:0:48}..."
+decrypted=$(api Decrypt CiphertextBlob="$blob" EncryptionContext="$context")
+echo "    Decrypt:          Plaintext=$(printf '%s' "$decrypted" | field Plaintext)"
+data_key=$(api GenerateDataKey KeyId="$kms_key" NumberOfBytes=32)
+dk_plain=$(printf '%s' "$data_key" | field Plaintext) || { echo "GenerateDataKey failed: $data_key" >&2; exit 1; }
+dk_blob=$(printf '%s' "$data_key" | field CiphertextBlob)
+echo "    GenerateDataKey:  Plaintext=${dk_plain:0:12}... CiphertextBlob=${dk_blob:0:24}..."
+if [ "$(api Decrypt CiphertextBlob="$dk_blob" | field Plaintext)" = "$dk_plain" ]; then
+  echo "    Decrypt(data key) gives the same data key"
+else
+  echo "Decrypt of the data key did not give it back" >&2
+  exit 1
+fi
 
 cat <<EOF
 
-The stack is running (stop it with: scripts/quickstart.sh stop).
-  EKM        https://127.0.0.1:$ekm_port (mTLS)   config .state/ekm.toml
-  xki-proxy  https://localhost:$proxy_port          config .state/xki-proxy.toml, ops http://127.0.0.1:$proxy_ops_port
-  KMS connection settings for this proxy: .state/xki-connection.json (contains the secret)
-  External Key ID: $key_id
+The stack is running (stop: scripts/quickstart.sh stop; status: scripts/quickstart.sh status).
+  kms-connector  http://127.0.0.1:$kms_port   KMS OpenAPI 2016-01-20; config .state/kms-connector.toml, database .state/kms-connector.db
+  xki-proxy      https://localhost:$proxy_port  XKI (SigV4);        config .state/xki-proxy.toml, ops http://127.0.0.1:$proxy_ops_port
+  ekm            https://127.0.0.1:$ekm_port  EKM API (mTLS);     config .state/ekm.toml, SoftHSM token in .state/softhsm
+  KMS key $kms_key (alias/quickstart-hyok) is bound to External Key ID $key_id.
 
-Call the proxy yourself:
+Call the KMS API yourself with curl (the URL carries an HMAC-SHA1 RPC signature):
+  curl "\$(target/release/kms-connector -c .state/kms-connector.toml sign-url Encrypt KeyId=alias/quickstart-hyok Plaintext=hi)"
+
+or with Alibaba's Python SDK (pip install alibabacloud-kms20160120):
+  from alibabacloud_kms20160120.client import Client
+  from alibabacloud_kms20160120 import models
+  from alibabacloud_tea_openapi.models import Config
+  client = Client(Config(access_key_id="$kms_access_key_id",
+                         access_key_secret=open(".state/secrets/kms-access-key-secret").read().strip(),
+                         endpoint="127.0.0.1:$kms_port", protocol="http", region_id="$region"))
+  blob = client.encrypt(models.EncryptRequest(key_id="alias/quickstart-hyok", plaintext="hi")).body.ciphertext_blob
+  print(client.decrypt(models.DecryptRequest(ciphertext_blob=blob)).body.plaintext)
+
+The XKI proxy directly, with curl's SigV4:
   curl --cacert .state/pki/ca.pem --aws-sigv4 "aws:amz:$region:kms-xks-proxy" \\
     --user "$access_key_id:\$(cat .state/secrets/xki-secret)" -H 'Content-Type: application/json' \\
     -d '{"requestMetadata":{"kmsRequestId":"1","kmsOperation":"KmsHealthCheck"}}' \\

@@ -42,6 +42,21 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Print a presigned OpenAPI URL (HMAC-SHA1 RPC signature, first AccessKey of the account)
+    /// for the running server: `curl "$(kms-connector sign-url Encrypt KeyId=alias/x Plaintext=hi)"`.
+    SignUrl {
+        /// The action, e.g. `Encrypt`.
+        action: String,
+        /// Parameters as `Name=Value`.
+        params: Vec<String>,
+    },
+    /// Call the running server (a signed OpenAPI request) and print the JSON answer.
+    Call {
+        /// The action, e.g. `DescribeKey`.
+        action: String,
+        /// Parameters as `Name=Value`.
+        params: Vec<String>,
+    },
     /// The audit trail, newest first.
     Audit {
         /// Only events about this key.
@@ -108,6 +123,17 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Serve => serve(config),
         Command::CheckConfig => check_config(&path, &config),
+        Command::SignUrl { action, params } => {
+            println!("{}", signed_url(&config, &action, &parse_params(&params)?)?);
+            Ok(())
+        }
+        Command::Call { action, params } => {
+            let params = parse_params(&params)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(ask_server(&config, &action, &params))
+        }
         other => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -115,6 +141,17 @@ fn main() -> Result<()> {
             runtime.block_on(offline(other, config))
         }
     }
+}
+
+fn parse_params(params: &[String]) -> Result<Vec<(String, String)>> {
+    params
+        .iter()
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| anyhow!("parameter {p:?} is not Name=Value"))
+        })
+        .collect()
 }
 
 fn serve(config: Config) -> Result<()> {
@@ -271,7 +308,9 @@ async fn offline(command: Command, config: Config) -> Result<()> {
             }
             Ok(())
         }
-        Command::Serve | Command::CheckConfig => Ok(()),
+        Command::Serve | Command::CheckConfig | Command::SignUrl { .. } | Command::Call { .. } => {
+            Ok(())
+        }
     }
 }
 
@@ -323,9 +362,21 @@ async fn instances(command: InstancesCommand, store: &Store, config: &Config) ->
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(())
         }
-        InstancesCommand::Connect { id } => ask_server(config, "ConnectKmsInstance", &id).await,
+        InstancesCommand::Connect { id } => {
+            ask_server(
+                config,
+                "ConnectKmsInstance",
+                &[("KmsInstanceId".into(), id)],
+            )
+            .await
+        }
         InstancesCommand::Disconnect { id } => {
-            ask_server(config, "DisconnectKmsInstance", &id).await
+            ask_server(
+                config,
+                "DisconnectKmsInstance",
+                &[("KmsInstanceId".into(), id)],
+            )
+            .await
         }
     }
 }
@@ -405,11 +456,10 @@ fn table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-/// Sends a signed OpenAPI call (RPC signature, first AccessKey of the account) to the running
-/// server's HTTP listener and prints the answer.
-async fn ask_server(config: &Config, action: &str, instance_id: &str) -> Result<()> {
+/// A presigned OpenAPI URL for the running server's HTTP listener: `GET /?…` with the HMAC-SHA1
+/// RPC signature (first AccessKey of the account) in the query string, usable with plain curl.
+fn signed_url(config: &Config, action: &str, params: &[(String, String)]) -> Result<String> {
     use schemas::acs::{Credential, RpcRequest, encode_parameters, sign_rpc};
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     let access_key = config
         .access_keys
@@ -424,63 +474,46 @@ async fn ask_server(config: &Config, action: &str, instance_id: &str) -> Result<
         access_key.secret.resolve()?,
     );
     let nonce = uuid::Uuid::new_v4().to_string();
+    let mut all: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    all.push(("Format", "JSON"));
     let pairs = sign_rpc(
         &credential,
         &RpcRequest {
-            method: "POST",
+            method: "GET",
             action,
             version: schemas::kms::API_VERSION,
-            params: &[("KmsInstanceId", instance_id), ("Format", "JSON")],
+            params: &all,
             nonce: &nonce,
         },
         time::OffsetDateTime::now_utc(),
     )?;
-    let body = encode_parameters(pairs);
     let mut addr = config.server.listen;
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let mut stream = tokio::net::TcpStream::connect(addr)
+    Ok(format!("http://{addr}/?{}", encode_parameters(pairs)))
+}
+
+/// Sends a signed OpenAPI call to the running server and prints the answer.
+async fn ask_server(config: &Config, action: &str, params: &[(String, String)]) -> Result<()> {
+    let url = signed_url(config, action, params)?;
+    let response = reqwest::get(&url).await.with_context(|| {
+        format!(
+            "calling the server at {} (is it running?)",
+            config.server.listen
+        )
+    })?;
+    let status = response.status();
+    let value: Value = response
+        .json()
         .await
-        .with_context(|| format!("connecting to the server at {addr}"))?;
-    let request = format!(
-        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await?;
-    let text = String::from_utf8_lossy(&answer);
-    let (head, payload) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow!("malformed answer from the server"))?;
-    let payload = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(payload)
-    } else {
-        payload.to_owned()
-    };
-    let value: Value = serde_json::from_str(&payload).context("the server's answer is not JSON")?;
+        .context("the server's answer is not JSON")?;
     println!("{}", serde_json::to_string_pretty(&value)?);
-    if !head.starts_with("HTTP/1.1 200") {
+    if !status.is_success() {
         bail!("{action} failed");
     }
     Ok(())
-}
-
-fn dechunk(mut text: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = text.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        text = rest[size..].trim_start_matches("\r\n");
-    }
-    out
 }
