@@ -152,6 +152,7 @@ impl Application {
             limits: config.limits.xki(),
             deadline: config.limits.deadline(),
             in_flight: tokio::sync::Semaphore::new(config.limits.max_in_flight),
+            admission_wait: Duration::from_millis(config.limits.admission_wait_ms),
         });
         let listener = bind(config.server.listen)?;
         let port = listener

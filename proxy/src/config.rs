@@ -120,10 +120,14 @@ pub struct LimitsConfig {
     /// Allowed clock skew of signed requests, in seconds.
     #[serde(default = "default_skew")]
     pub max_clock_skew_secs: u64,
-    /// Backend calls in flight at once; past it requests get an immediate, retryable
-    /// `ThrottlingException` instead of queueing into a timeout.
+    /// Backend calls in flight at once. A request waits at most `admission_wait_ms` for a slot,
+    /// then gets a retryable `ThrottlingException`: bursts queue briefly, sustained overload is
+    /// shed instead of queueing into 503s.
     #[serde(default = "default_in_flight")]
     pub max_in_flight: usize,
+    /// Longest wait for a backend slot, in milliseconds (counted in `deadline_ms`).
+    #[serde(default = "default_admission_wait")]
+    pub admission_wait_ms: u64,
 }
 
 fn default_max_data() -> usize {
@@ -143,6 +147,9 @@ fn default_in_flight() -> usize {
     // latency until the 200 ms deadline turns it into 503s.
     64
 }
+fn default_admission_wait() -> u64 {
+    50
+}
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -152,6 +159,7 @@ impl Default for LimitsConfig {
             deadline_ms: default_deadline_ms(),
             max_clock_skew_secs: default_skew(),
             max_in_flight: default_in_flight(),
+            admission_wait_ms: default_admission_wait(),
         }
     }
 }
@@ -423,6 +431,9 @@ impl Config {
             .xki()
             .checked()
             .map_err(|m| ConfigError::Invalid(m.into()))?;
+        if self.limits.admission_wait_ms >= self.limits.deadline_ms {
+            return invalid("limits.admission_wait_ms must be below limits.deadline_ms".into());
+        }
         if self.limits.max_in_flight == 0 {
             return invalid("limits.max_in_flight must be positive".into());
         }

@@ -42,6 +42,8 @@ pub struct XkiState {
     pub deadline: Duration,
     /// Admission control: one permit per backend call in flight.
     pub in_flight: tokio::sync::Semaphore,
+    /// Longest wait for a permit.
+    pub admission_wait: Duration,
 }
 
 impl std::fmt::Debug for XkiState {
@@ -138,18 +140,23 @@ fn count_error(state: &XkiState, op: &'static str, name: ErrorName) {
         .inc();
 }
 
-/// Calls the backend under admission control (too many calls in flight → an immediate
-/// `ThrottlingException`, so overload sheds load instead of queueing into timeouts) and no
-/// longer than the request deadline (a backend that ignores the deadline in its context still
-/// gets the caller a clean, retryable 503 in time).
+/// Calls the backend under admission control (a request waits at most `admission_wait` for one
+/// of `max_in_flight` slots, then gets a retryable `ThrottlingException`: bursts queue briefly,
+/// sustained overload is shed instead of queueing into timeouts) and no longer than the request
+/// deadline, counted from before the wait (a backend that ignores the deadline in its context
+/// still gets the caller a clean, retryable 503 in time).
 async fn within_deadline<T>(
     state: &XkiState,
     call: impl std::future::Future<Output = Result<T, ekm::Error>>,
 ) -> Result<T, ekm::Error> {
-    let Ok(_permit) = state.in_flight.try_acquire() else {
+    let started = Instant::now();
+    let Ok(Ok(_permit)) =
+        tokio::time::timeout(state.admission_wait, state.in_flight.acquire()).await
+    else {
         return Err(ekm::Error::Throttled);
     };
-    match tokio::time::timeout(state.deadline, call).await {
+    let remaining = state.deadline.saturating_sub(started.elapsed());
+    match tokio::time::timeout(remaining, call).await {
         Ok(result) => result,
         Err(_) => Err(ekm::Error::DeadlineExceeded),
     }

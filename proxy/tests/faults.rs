@@ -179,7 +179,8 @@ async fn health_answers_from_its_cache_while_the_backend_is_slow() {
 }
 
 /// Overload sheds load: with more backend calls in flight than `limits.max_in_flight`, the
-/// excess gets an immediate, retryable 429 instead of queueing into a timeout.
+/// excess waits at most `admission_wait_ms` and then gets a retryable 429 instead of queueing
+/// into a timeout.
 #[actix_web::test]
 async fn calls_beyond_max_in_flight_are_throttled_at_once() {
     let mut setup = Setup::new();
