@@ -14,7 +14,25 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 case "$target_dir" in /*) ;; *) target_dir="$root/$target_dir" ;; esac
+# Commands run as `postgres` must not inherit a working directory it cannot enter.
+cd /
 base="$target_dir/pg-test"
+# As root, initdb and the server run as `postgres`, which must reach the data directory. When
+# the checkout lives where it cannot (e.g. under /root), the cluster goes to /tmp instead and
+# target/pg-test becomes a link to it, so the same paths work for the tests.
+if [ "$(id -u)" -eq 0 ] && id postgres >/dev/null 2>&1 && [ ! -L "$base" ] \
+  && ! runuser -u postgres -- test -x "$target_dir" 2>/dev/null; then
+  mkdir -p "$target_dir"
+  real="/tmp/hyok-pg-test-$(printf '%s' "$target_dir" | sha256sum | cut -c1-12)"
+  mkdir -p "$real"
+  chown postgres: "$real"
+  chmod 700 "$real"
+  [ -e "$base" ] && rm -rf "$base"
+  ln -s "$real" "$base"
+fi
+if [ -L "$base" ]; then
+  base="$(readlink -f "$base")"
+fi
 data="$base/data"
 sock="$base/sock"
 log="$base/postgres.log"
