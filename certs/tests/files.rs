@@ -73,7 +73,7 @@ fn the_layout_is_the_documented_one_with_key_files_0600() {
                 assert_eq!(mode(file.path), 0o600, "{name}");
                 let text = fs::read_to_string(file.path).unwrap();
                 assert!(
-                    text.starts_with("-----BEGIN PRIVATE KEY-----"),
+                    text.starts_with(certs::PKCS8_PEM_HEADER),
                     "{name} is PKCS#8"
                 );
             }
