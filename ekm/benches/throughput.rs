@@ -2,7 +2,8 @@
 //! handle: `C_EncryptInit` + `C_Encrypt`), the same load through `Pkcs11KeyManager` (worker pool,
 //! queue, state check), and through the EKM server over TLS with keep-alive.
 //!
-//! `cargo bench -p ekm --bench throughput` (env `EKM_BENCH_SECS`, default 3 s per row). Uses a
+//! `cargo bench -p ekm --bench throughput` (env `EKM_BENCH_SECS`, default 3 s per row;
+//! `EKM_BENCH_CALLERS`, default 16 concurrent `KeyManager` callers). Uses a
 //! private SoftHSM2 token directory; re-runs itself once with `SOFTHSM2_CONF` set (see
 //! `tests/common/mod.rs` for why).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -85,10 +86,14 @@ fn main() {
             )
         };
         row("raw cryptoki loop (1 session, 1 thread)", raw);
+        let callers: usize = std::env::var("EKM_BENCH_CALLERS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(16);
         for workers in [1, 2] {
-            let ops = rt.block_on(manager_load(run, workers, 16, plaintext, aad));
+            let ops = rt.block_on(manager_load(run, workers, callers, plaintext, aad));
             row(
-                &format!("`KeyManager`, {workers} HSM worker(s), 16 callers"),
+                &format!("`KeyManager`, {workers} HSM worker(s), {callers} callers"),
                 ops,
             );
         }
