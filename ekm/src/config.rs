@@ -297,22 +297,19 @@ impl Config {
 
 /// Reads a secret from a file (trailing newline stripped) or from a named variable.
 pub fn secret_from(file: Option<&Path>, env: Option<&str>, what: &str) -> Result<SecretString> {
-    match (file, env) {
-        (Some(path), None) => {
-            let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-                Error::Config(format!("cannot read {what} file {}: {e}", path.display()))
-            })?);
-            Ok(SecretString::from(
-                text.trim_end_matches(['\r', '\n']).to_owned(),
-            ))
-        }
-        (None, Some(name)) => std::env::var(name)
-            .map(SecretString::from)
-            .map_err(|_| Error::Config(format!("{what}: variable {name} is not set"))),
-        _ => Err(Error::Config(format!(
+    if file.is_some() == env.is_some() {
+        return Err(Error::Config(format!(
             "set exactly one of {what}_file and {what}_env"
-        ))),
+        )));
     }
+    let reference = schemas::config::SecretRef {
+        file: file.map(Path::to_path_buf),
+        env: env.map(str::to_owned),
+    };
+    let secret = reference
+        .resolve()
+        .map_err(|e| Error::Config(format!("{what}: {e}")))?;
+    Ok(SecretString::from(secret.expose().to_owned()))
 }
 
 #[cfg(test)]

@@ -40,7 +40,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use schemas::http::Secret;
+pub use schemas::config::SecretRef;
 use serde::Deserialize;
 
 use crate::api::auth::Principal;
@@ -156,35 +156,6 @@ pub struct RootKeyConfig {
     pub env: Option<String>,
 }
 
-/// A secret by reference: exactly one of `file` and `env`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecretRef {
-    /// File holding the secret (a trailing newline is ignored).
-    #[serde(default)]
-    pub file: Option<PathBuf>,
-    /// Environment variable holding the secret.
-    #[serde(default)]
-    pub env: Option<String>,
-}
-
-impl SecretRef {
-    /// Reads the secret.
-    pub fn resolve(&self) -> Result<Secret, ConfigError> {
-        match (&self.file, &self.env) {
-            (Some(path), None) => std::fs::read_to_string(path)
-                .map(|s| Secret::new(s.trim_end_matches(['\n', '\r']).to_owned()))
-                .map_err(|e| ConfigError::Secret(format!("{}: {e}", path.display()))),
-            (None, Some(var)) => std::env::var(var)
-                .map(Secret::new)
-                .map_err(|_| ConfigError::Secret(format!("environment variable {var} is not set"))),
-            _ => Err(ConfigError::Secret(
-                "give exactly one of file or env".into(),
-            )),
-        }
-    }
-}
-
 /// One AccessKey pair and the principal it authenticates.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -242,6 +213,12 @@ pub enum ConfigError {
     /// A secret cannot be read.
     #[error("secret: {0}")]
     Secret(String),
+}
+
+impl From<schemas::config::SecretError> for ConfigError {
+    fn from(e: schemas::config::SecretError) -> Self {
+        Self::Secret(e.0)
+    }
 }
 
 impl Config {

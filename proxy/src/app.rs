@@ -195,7 +195,7 @@ impl Application {
             .ops
             .admin_token
             .as_ref()
-            .map(|t| t.resolve())
+            .map(|t| t.resolve().map_err(ConfigError::from))
             .transpose()?;
         let ops_state = web::Data::new(OpsState {
             health: health.clone(),

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use schemas::sigv4::Secret;
+pub use schemas::config::SecretRef;
 use serde::Deserialize;
 
 use crate::policy::Rule;
@@ -258,35 +258,6 @@ fn default_pool() -> usize {
     64
 }
 
-/// A secret given by reference.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct SecretRef {
-    /// Environment variable holding the secret.
-    #[serde(default)]
-    pub env: Option<String>,
-    /// File holding the secret (trailing newline ignored).
-    #[serde(default)]
-    pub file: Option<PathBuf>,
-}
-
-impl SecretRef {
-    /// Reads the secret.
-    pub fn resolve(&self) -> Result<Secret, ConfigError> {
-        match (&self.env, &self.file) {
-            (Some(var), None) => std::env::var(var)
-                .map(Secret::new)
-                .map_err(|_| ConfigError::Secret(format!("environment variable {var} is not set"))),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map(|s| Secret::new(s.trim_end_matches(['\n', '\r']).to_owned()))
-                .map_err(|e| ConfigError::Secret(format!("{}: {e}", path.display()))),
-            _ => Err(ConfigError::Secret(
-                "give exactly one of env or file".into(),
-            )),
-        }
-    }
-}
-
 /// One logical key store: a URI path prefix with its own credentials and rules.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -352,6 +323,12 @@ pub enum ConfigError {
     /// A secret cannot be read.
     #[error("secret: {0}")]
     Secret(String),
+}
+
+impl From<schemas::config::SecretError> for ConfigError {
+    fn from(e: schemas::config::SecretError) -> Self {
+        Self::Secret(e.0)
+    }
 }
 
 impl Config {

@@ -1,8 +1,64 @@
-//! Configuration layering shared by every binary of the stack: one TOML file, every key
-//! overridable by an environment variable `<PREFIX>__<SECTION>__<KEY>` (double underscores
-//! between levels, case-insensitive names). Pure: the caller passes the variables in.
+//! Configuration pieces shared by every binary of the stack:
+//! - layering: one TOML file, every key overridable by an environment variable
+//!   `<PREFIX>__<SECTION>__<KEY>` (double underscores between levels, case-insensitive names);
+//!   pure, the caller passes the variables in;
+//! - [`SecretRef`]: a secret given by reference (a file or an environment variable, never
+//!   inline). Its [`SecretRef::resolve`] is this crate's one piece of I/O, kept here so that the
+//!   three services read secrets the same way.
 
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
 use toml::Value;
+
+use crate::http::Secret;
+
+/// A secret by reference: exactly one of `file` (a trailing newline is ignored) and `env`.
+/// Inline secrets are refused on purpose.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    /// File holding the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// Environment variable holding the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+}
+
+/// A secret that cannot be read. The message names the file or variable, never the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SecretError(pub String);
+
+impl SecretRef {
+    /// Reads the secret.
+    pub fn resolve(&self) -> Result<Secret, SecretError> {
+        match (&self.file, &self.env) {
+            (Some(path), None) => std::fs::read_to_string(path)
+                .map(|s| Secret::new(s.trim_end_matches(['\n', '\r']).to_owned()))
+                .map_err(|e| SecretError(format!("{}: {e}", path.display()))),
+            (None, Some(var)) => std::env::var(var)
+                .map(Secret::new)
+                .map_err(|_| SecretError(format!("environment variable {var} is not set"))),
+            _ => Err(SecretError("give exactly one of file or env".into())),
+        }
+    }
+
+    /// The same reference with a relative `file` resolved against `base`.
+    pub fn relative_to(&self, base: &std::path::Path) -> Self {
+        Self {
+            file: self.file.as_ref().map(|f| {
+                if f.is_relative() {
+                    base.join(f)
+                } else {
+                    f.clone()
+                }
+            }),
+            env: self.env.clone(),
+        }
+    }
+}
 
 /// Applies `vars` whose name starts with `prefix` + `__` onto `root`. A value that parses as a TOML
 /// scalar or array (`8443`, `true`, `["a","b"]`) keeps that type; anything else is a string.
@@ -77,6 +133,37 @@ pub enum OverlayError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_refs() {
+        let dir = std::env::temp_dir().join(format!("schemas-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("s"), "hunter2\n").unwrap();
+        let by_file = SecretRef {
+            file: Some("s".into()),
+            env: None,
+        }
+        .relative_to(&dir);
+        assert_eq!(by_file.resolve().unwrap().expose(), "hunter2");
+        let missing = SecretRef {
+            file: None,
+            env: Some("SCHEMAS_TEST_NO_SUCH_VAR".into()),
+        };
+        assert!(
+            missing
+                .resolve()
+                .unwrap_err()
+                .0
+                .contains("SCHEMAS_TEST_NO_SUCH_VAR")
+        );
+        let both = SecretRef {
+            file: Some("s".into()),
+            env: Some("X".into()),
+        };
+        assert!(both.resolve().is_err());
+        assert!(toml::from_str::<SecretRef>("value = 'inline'").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn overrides_and_types() {

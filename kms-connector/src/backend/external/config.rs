@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+pub use schemas::config::SecretRef;
 use schemas::sigv4::{Credential, Secret};
 use serde::{Deserialize, Serialize};
 
@@ -50,45 +51,19 @@ impl Connectivity {
     }
 }
 
-/// A secret given by reference: exactly one of an environment variable or a file (a trailing
-/// newline in the file is ignored). Inline secrets are refused on purpose.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecretRef {
-    /// Environment variable holding the secret.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub env: Option<String>,
-    /// File holding the secret.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file: Option<PathBuf>,
-}
-
-impl SecretRef {
-    fn resolve(&self, base: &Path) -> Result<Secret, ConfigError> {
-        let secret = match (&self.env, &self.file) {
-            (Some(var), None) => std::env::var(var).map_err(|_| {
-                ConfigError::Secret(format!("environment variable {var} is not set"))
-            })?,
-            (None, Some(path)) => {
-                let path = rooted(base, path);
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| ConfigError::Secret(format!("{}: {e}", path.display())))?;
-                text.trim_end_matches(['\n', '\r']).to_owned()
-            }
-            _ => {
-                return Err(ConfigError::Secret(
-                    "give exactly one of env or file".into(),
-                ));
-            }
-        };
-        let secret = Secret::new(secret);
-        if secret.expose().is_empty() || secret.expose().bytes().any(|b| !b.is_ascii_graphic()) {
-            return Err(ConfigError::Secret(
-                "the secret must be non-empty printable ASCII without spaces".into(),
-            ));
-        }
-        Ok(secret)
+/// Reads the proxy secret (a relative file against `base`) and checks that it is a usable
+/// SigV4 secret: non-empty printable ASCII without spaces.
+fn resolve_secret(reference: &SecretRef, base: &Path) -> Result<Secret, ConfigError> {
+    let secret = reference
+        .relative_to(base)
+        .resolve()
+        .map_err(|e| ConfigError::Secret(e.0))?;
+    if secret.expose().is_empty() || secret.expose().bytes().any(|b| !b.is_ascii_graphic()) {
+        return Err(ConfigError::Secret(
+            "the secret must be non-empty printable ASCII without spaces".into(),
+        ));
     }
+    Ok(secret)
 }
 
 /// What an operator configures for one external key instance.
@@ -315,8 +290,8 @@ impl ExternalInstanceConfig {
                     .as_ref()
                     .ok_or_else(|| {
                         ConfigError::Shape("secret is required (or give settings_file)".into())
-                    })?
-                    .resolve(base)?;
+                    })
+                    .and_then(|reference| resolve_secret(reference, base))?;
                 let credential = Credential::new(access_key_id, secret);
                 (
                     endpoint,
