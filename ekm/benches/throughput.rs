@@ -2,9 +2,16 @@
 //! handle: `C_EncryptInit` + `C_Encrypt`), the same load through `Pkcs11KeyManager` (worker pool,
 //! queue, state check), and through the EKM server over TLS with keep-alive.
 //!
-//! `cargo bench -p ekm --bench throughput` (env `EKM_BENCH_SECS`, default 3 s per row;
-//! `EKM_BENCH_CALLERS`, default 16 concurrent `KeyManager` callers). Uses a
-//! private SoftHSM2 token directory; re-runs itself once with `SOFTHSM2_CONF` set (see
+//! The raw loop and the `KeyManager` configurations are measured in **paired rounds**: each
+//! round runs every one of them for one slice, back to back (the order rotating between
+//! rounds), and a configuration's ratio to raw is the median of its per-round ratios. Machine
+//! speed on a shared VM drifts by ±10 % over seconds; a ratio of two slices a few seconds apart
+//! does not.
+//!
+//! `cargo bench -p ekm --bench throughput`. Environment: `EKM_BENCH_SECS` (slice length,
+//! default 1 s), `EKM_BENCH_ROUNDS` (default 5), `EKM_BENCH_CALLERS` (concurrent `KeyManager`
+//! callers, comma-separated, default `16,64`; 64 is the proxy's default `max_in_flight`).
+//! Uses a private SoftHSM2 token directory; re-runs itself once with `SOFTHSM2_CONF` set (see
 //! `tests/common/mod.rs` for why).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -60,11 +67,14 @@ fn main() {
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it, as
     // a quick smoke test of every path (a debug build's numbers mean nothing).
     let measuring = std::env::args().any(|a| a == "--bench");
-    let secs: f64 = std::env::var("EKM_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(if measuring { 3.0 } else { 0.2 });
-    let run = Duration::from_secs_f64(secs);
+    let secs: f64 = env_or("EKM_BENCH_SECS", if measuring { 1.0 } else { 0.1 });
+    let rounds: usize = env_or("EKM_BENCH_ROUNDS", if measuring { 5 } else { 1 });
+    let callers: Vec<usize> = std::env::var("EKM_BENCH_CALLERS")
+        .unwrap_or_else(|_| "16,64".into())
+        .split(',')
+        .map(|c| c.trim().parse().expect("EKM_BENCH_CALLERS: numbers"))
+        .collect();
+    let slice = Duration::from_secs_f64(secs);
     ekm::pkcs11::init_token(
         Path::new(MODULE),
         "bench",
@@ -77,33 +87,57 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    println!("| plaintext / AAD | path | encrypt ops/s | vs raw |");
+    println!("| plaintext / AAD | path | encrypt ops/s (median) | vs raw: median (min–max) |");
     println!("| --- | --- | ---: | ---: |");
     for (plaintext, aad) in SIZES {
         let sizes = format!("{plaintext} B / {aad} B");
-        let raw = raw_loop(run, plaintext, aad);
-        let row = |name: &str, ops: f64| {
-            println!(
-                "| {sizes} | {name} | {ops:.0} | {:.0} % |",
-                ops / raw * 100.0
-            )
-        };
-        row("raw cryptoki loop (1 session, 1 thread)", raw);
-        let callers: usize = std::env::var("EKM_BENCH_CALLERS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(16);
+        let raw = RawLoop::new(plaintext, aad);
+        let mut paths = vec![Row::Raw];
         for workers in [1, 2] {
-            let ops = rt.block_on(manager_load(run, workers, callers, plaintext, aad));
-            row(
-                &format!("`KeyManager`, {workers} HSM worker(s), {callers} callers"),
-                ops,
+            let load = rt.block_on(ManagerLoad::new(workers, plaintext, aad));
+            for &clients in &callers {
+                paths.push(Row::Manager(load.clone(), clients));
+            }
+        }
+        // ops[path][round]
+        let mut ops = vec![Vec::with_capacity(rounds); paths.len()];
+        for round in 0..rounds {
+            for i in 0..paths.len() {
+                let i = (i + round) % paths.len();
+                let measured = match &paths[i] {
+                    Row::Raw => raw.run(slice),
+                    Row::Manager(load, clients) => rt.block_on(load.run(slice, *clients)),
+                };
+                ops[i].push(measured);
+            }
+        }
+        for (i, path) in paths.iter().enumerate() {
+            let mut ratios: Vec<f64> = (0..rounds).map(|r| ops[i][r] / ops[0][r]).collect();
+            ratios.sort_by(f64::total_cmp);
+            let name = match path {
+                Row::Raw => "raw cryptoki loop (1 session, 1 thread)".to_owned(),
+                Row::Manager(load, clients) => {
+                    format!(
+                        "`KeyManager`, {} HSM worker(s), {clients} callers",
+                        load.workers
+                    )
+                }
+            };
+            println!(
+                "| {sizes} | {name} | {:.0} | {:.0} % ({:.0}–{:.0} %) |",
+                median(&ops[i]),
+                median(&ratios) * 100.0,
+                ratios[0] * 100.0,
+                ratios[ratios.len() - 1] * 100.0,
             );
         }
-        let ops = actix_web::rt::System::new().block_on(server_load(run, 2, 32, plaintext, aad));
-        row(
-            "EKM server, TLS keep-alive, 2 HSM workers, 32 requests in flight",
-            ops,
+        let server_run = slice.mul_f64(3.0);
+        let server_ops =
+            actix_web::rt::System::new().block_on(server_load(server_run, 2, 32, plaintext, aad));
+        let raw_now = raw.run(server_run);
+        println!(
+            "| {sizes} | EKM server, TLS keep-alive, 2 HSM workers, 32 requests in flight | {server_ops:.0} | {:.0} % (one pair) |",
+            server_ops / raw_now * 100.0
         );
     }
     let build = if measuring {
@@ -111,7 +145,33 @@ fn main() {
     } else {
         "smoke test, not a measurement"
     };
-    println!("\nAES-256-GCM encrypt, {secs} s per row, SoftHSM2, {build}");
+    println!(
+        "\nAES-256-GCM encrypt, SoftHSM2, {rounds} paired round(s) of {secs} s slices, {build}"
+    );
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len() % 2 == 1 {
+        sorted[mid]
+    } else {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    }
+}
+
+/// One measured configuration of a round.
+enum Row {
+    Raw,
+    Manager(ManagerLoad, usize),
 }
 
 fn config(workers: usize) -> Pkcs11Config {
@@ -128,42 +188,61 @@ fn config(workers: usize) -> Pkcs11Config {
 
 /// One session, one generated key, handle kept: per op a fresh IV, the XKS AAD, `C_EncryptInit`
 /// and `C_Encrypt` (cryptoki's length query included), the tag split off.
-fn raw_loop(run: Duration, plaintext_len: usize, aad_len: usize) -> f64 {
-    let pkcs11 = library(Path::new(MODULE)).unwrap();
-    let slot = find_token(&pkcs11, &TokenSelector::Label("bench".into())).unwrap();
-    let session = pkcs11.open_rw_session(slot).unwrap();
-    let _ = session.login(
-        cryptoki::session::UserType::User,
-        Some(&SecretString::from(PIN)),
-    );
-    let key = session
-        .generate_key(
-            &Mechanism::AesKeyGen,
-            &keys::aes_key_template(&format!("raw-bench-{plaintext_len}"), KeyUsage::BOTH),
-        )
-        .unwrap();
-    let plaintext = vec![7u8; plaintext_len];
-    let aad = vec![9u8; aad_len];
-    let metadata = CiphertextMetadata {
-        aad_format: AadFormat::Raw,
-        key_version: 1,
-    }
-    .encode();
-    let started = Instant::now();
-    let mut ops = 0u64;
-    while started.elapsed() < run {
-        let gcm_aad = AadFormat::Raw.gcm_aad(&aad, &metadata).unwrap();
-        let mut iv = [0u8; 12];
-        rand::rng().fill_bytes(&mut iv);
-        let params = GcmParams::new(&mut iv, &gcm_aad, 128.into()).unwrap();
-        let mut sealed = session
-            .encrypt(&Mechanism::AesGcm(params), key, &plaintext)
+struct RawLoop {
+    session: cryptoki::session::Session,
+    key: cryptoki::object::ObjectHandle,
+    plaintext: Vec<u8>,
+    aad: Vec<u8>,
+    metadata: Vec<u8>,
+}
+
+impl RawLoop {
+    fn new(plaintext_len: usize, aad_len: usize) -> Self {
+        let pkcs11 = library(Path::new(MODULE)).unwrap();
+        let slot = find_token(&pkcs11, &TokenSelector::Label("bench".into())).unwrap();
+        let session = pkcs11.open_rw_session(slot).unwrap();
+        let _ = session.login(
+            cryptoki::session::UserType::User,
+            Some(&SecretString::from(PIN)),
+        );
+        let key = session
+            .generate_key(
+                &Mechanism::AesKeyGen,
+                &keys::aes_key_template(&format!("raw-bench-{plaintext_len}"), KeyUsage::BOTH),
+            )
             .unwrap();
-        let tag = sealed.split_off(sealed.len() - 16);
-        std::hint::black_box((&sealed, &tag, &iv));
-        ops += 1;
+        let metadata = CiphertextMetadata {
+            aad_format: AadFormat::Raw,
+            key_version: 1,
+        }
+        .encode();
+        Self {
+            session,
+            key,
+            plaintext: vec![7u8; plaintext_len],
+            aad: vec![9u8; aad_len],
+            metadata,
+        }
     }
-    ops as f64 / started.elapsed().as_secs_f64()
+
+    fn run(&self, run: Duration) -> f64 {
+        let started = Instant::now();
+        let mut ops = 0u64;
+        while started.elapsed() < run {
+            let gcm_aad = AadFormat::Raw.gcm_aad(&self.aad, &self.metadata).unwrap();
+            let mut iv = [0u8; 12];
+            rand::rng().fill_bytes(&mut iv);
+            let params = GcmParams::new(&mut iv, &gcm_aad, 128.into()).unwrap();
+            let mut sealed = self
+                .session
+                .encrypt(&Mechanism::AesGcm(params), self.key, &self.plaintext)
+                .unwrap();
+            let tag = sealed.split_off(sealed.len() - 16);
+            std::hint::black_box((&sealed, &tag, &iv));
+            ops += 1;
+        }
+        ops as f64 / started.elapsed().as_secs_f64()
+    }
 }
 
 async fn new_key(m: &dyn KeyManager) -> schemas::xki::ExternalKeyId {
@@ -181,47 +260,65 @@ async fn new_key(m: &dyn KeyManager) -> schemas::xki::ExternalKeyId {
     .id
 }
 
-async fn manager_load(
-    run: Duration,
+/// A `Pkcs11KeyManager` with `workers` HSM workers and one key, loaded by async callers that
+/// each build a fresh request per op (as a server handler would).
+#[derive(Clone)]
+struct ManagerLoad {
+    manager: Arc<Pkcs11KeyManager>,
+    key: schemas::xki::ExternalKeyId,
     workers: usize,
-    clients: usize,
     plaintext: usize,
     aad: usize,
-) -> f64 {
-    let m = Arc::new(Pkcs11KeyManager::open(config(workers)).await.unwrap());
-    let key = new_key(m.as_ref()).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let count = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (m, key, stop, count) = (
-            Arc::clone(&m),
-            key.clone(),
-            Arc::clone(&stop),
-            Arc::clone(&count),
-        );
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let ctx = OpContext::new("bench", Duration::from_secs(5));
-                let request = EncryptRequest {
-                    plaintext: Zeroizing::new(vec![7u8; plaintext]),
-                    aad: vec![9u8; aad],
-                    want_cdiv: false,
-                };
-                m.encrypt(&ctx, &key, request).await.unwrap();
-                count.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
+}
+
+impl ManagerLoad {
+    async fn new(workers: usize, plaintext: usize, aad: usize) -> Self {
+        let manager = Arc::new(Pkcs11KeyManager::open(config(workers)).await.unwrap());
+        let key = new_key(manager.as_ref()).await;
+        Self {
+            manager,
+            key,
+            workers,
+            plaintext,
+            aad,
+        }
     }
-    let started = Instant::now();
-    tokio::time::sleep(run).await;
-    let done = count.load(Ordering::Relaxed);
-    let elapsed = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
+
+    async fn run(&self, run: Duration, clients: usize) -> f64 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let count = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..clients {
+            let (m, key, stop, count) = (
+                Arc::clone(&self.manager),
+                self.key.clone(),
+                Arc::clone(&stop),
+                Arc::clone(&count),
+            );
+            let (plaintext, aad) = (self.plaintext, self.aad);
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let ctx = OpContext::new("bench", Duration::from_secs(5));
+                    let request = EncryptRequest {
+                        plaintext: Zeroizing::new(vec![7u8; plaintext]),
+                        aad: vec![9u8; aad],
+                        want_cdiv: false,
+                    };
+                    m.encrypt(&ctx, &key, request).await.unwrap();
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        let started = Instant::now();
+        tokio::time::sleep(run).await;
+        let done = count.load(Ordering::Relaxed);
+        let elapsed = started.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        done as f64 / elapsed.as_secs_f64()
     }
-    done as f64 / elapsed.as_secs_f64()
 }
 
 async fn server_load(

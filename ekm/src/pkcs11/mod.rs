@@ -536,37 +536,39 @@ impl KeyManager for Pkcs11KeyManager {
         let key = id.clone();
         let timed = inner
             .pool
-            .run(ctx.deadline, move |s| {
-                let op = |e: session::KeyOpError| e.into_error(&key, Operation::Encrypt);
-                let session::Sealed {
-                    iv,
-                    ciphertext,
-                    tag,
-                } = s
-                    .encrypt(&label, &gcm_aad, &request.plaintext)
-                    .map_err(op)?;
-                // Spec §1.4: the CDIV is computed from the output in memory before the
-                // verification decrypt, which runs on the same session.
-                let cdiv = request.want_cdiv.then(|| {
-                    schemas::xki::aad::cdiv(&request.aad, &metadata, &iv, &ciphertext, &tag)
-                });
-                if verify {
-                    let check = s
-                        .decrypt(&label, &iv, &gcm_aad, &ciphertext, &tag)
-                        .map_err(|e| e.into_error(&key, Operation::Decrypt))?;
-                    if *check != *request.plaintext {
-                        return Err(Error::Internal("verification decrypt mismatch".into()));
+            .run_with(
+                ctx.deadline,
+                (request, gcm_aad),
+                move |s, (request, gcm_aad)| {
+                    let op = |e: session::KeyOpError| e.into_error(&key, Operation::Encrypt);
+                    let session::Sealed {
+                        iv,
+                        ciphertext,
+                        tag,
+                    } = s.encrypt(&label, gcm_aad, &request.plaintext).map_err(op)?;
+                    // Spec §1.4: the CDIV is computed from the output in memory before the
+                    // verification decrypt, which runs on the same session.
+                    let cdiv = request.want_cdiv.then(|| {
+                        schemas::xki::aad::cdiv(&request.aad, &metadata, &iv, &ciphertext, &tag)
+                    });
+                    if verify {
+                        let check = s
+                            .decrypt(&label, &iv, gcm_aad, &ciphertext, &tag)
+                            .map_err(|e| e.into_error(&key, Operation::Decrypt))?;
+                        if *check != *request.plaintext {
+                            return Err(Error::Internal("verification decrypt mismatch".into()));
+                        }
                     }
-                }
-                Ok(EncryptOutput {
-                    ciphertext,
-                    iv,
-                    tag,
-                    ciphertext_metadata: metadata,
-                    cdiv,
-                    key_version,
-                })
-            })
+                    Ok(EncryptOutput {
+                        ciphertext,
+                        iv,
+                        tag,
+                        ciphertext_metadata: metadata,
+                        cdiv,
+                        key_version,
+                    })
+                },
+            )
             .await?;
         log_timing(ctx, "encrypt", id, timed.queued, timed.busy);
         Ok(timed.value)
@@ -593,16 +595,20 @@ impl KeyManager for Pkcs11KeyManager {
         let key = id.clone();
         let timed = inner
             .pool
-            .run(ctx.deadline, move |s| {
-                s.decrypt(
-                    &label,
-                    &request.iv,
-                    &gcm_aad,
-                    &request.ciphertext,
-                    &request.tag,
-                )
-                .map_err(|e| e.into_error(&key, Operation::Decrypt))
-            })
+            .run_with(
+                ctx.deadline,
+                (request, gcm_aad),
+                move |s, (request, gcm_aad)| {
+                    s.decrypt(
+                        &label,
+                        &request.iv,
+                        gcm_aad,
+                        &request.ciphertext,
+                        &request.tag,
+                    )
+                    .map_err(|e| e.into_error(&key, Operation::Decrypt))
+                },
+            )
             .await?;
         log_timing(ctx, "decrypt", id, timed.queued, timed.busy);
         Ok(timed.value)
