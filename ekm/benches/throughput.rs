@@ -10,7 +10,9 @@
 //!
 //! `cargo bench -p ekm --bench throughput`. Environment: `EKM_BENCH_SECS` (slice length,
 //! default 1 s), `EKM_BENCH_ROUNDS` (default 5), `EKM_BENCH_CALLERS` (concurrent `KeyManager`
-//! callers, comma-separated, default `16,64`; 64 is the proxy's default `max_in_flight`).
+//! callers, comma-separated, default `16,64`; 64 is the proxy's default `max_in_flight`),
+//! `EKM_BENCH_WORKERS` (HSM worker counts, default `1,2`), `EKM_BENCH_SERVER=0` (skip the
+//! server rows, e.g. to profile the others).
 //! Uses a private SoftHSM2 token directory; re-runs itself once with `SOFTHSM2_CONF` set (see
 //! `tests/common/mod.rs` for why).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -69,11 +71,9 @@ fn main() {
     let measuring = std::env::args().any(|a| a == "--bench");
     let secs: f64 = env_or("EKM_BENCH_SECS", if measuring { 1.0 } else { 0.1 });
     let rounds: usize = env_or("EKM_BENCH_ROUNDS", if measuring { 5 } else { 1 });
-    let callers: Vec<usize> = std::env::var("EKM_BENCH_CALLERS")
-        .unwrap_or_else(|_| "16,64".into())
-        .split(',')
-        .map(|c| c.trim().parse().expect("EKM_BENCH_CALLERS: numbers"))
-        .collect();
+    let callers = list_env("EKM_BENCH_CALLERS", "16,64");
+    let worker_counts = list_env("EKM_BENCH_WORKERS", "1,2");
+    let with_server = env_or("EKM_BENCH_SERVER", 1) != 0;
     let slice = Duration::from_secs_f64(secs);
     ekm::pkcs11::init_token(
         Path::new(MODULE),
@@ -87,13 +87,16 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    println!("| plaintext / AAD | path | encrypt ops/s (median) | vs raw: median (min–max) |");
-    println!("| --- | --- | ---: | ---: |");
+    println!(
+        "| plaintext / AAD | path | encrypt ops/s (median) | vs raw, 1 thread | vs raw, as many threads as HSM workers |"
+    );
+    println!("| --- | --- | ---: | ---: | ---: |");
     for (plaintext, aad) in SIZES {
         let sizes = format!("{plaintext} B / {aad} B");
-        let raw = RawLoop::new(plaintext, aad);
-        let mut paths = vec![Row::Raw];
-        for workers in [1, 2] {
+        let threads = worker_counts.iter().copied().max().unwrap_or(1);
+        let mut raw = RawLoop::new(plaintext, aad, threads);
+        let mut paths: Vec<Row> = (1..=threads).map(Row::Raw).collect();
+        for &workers in &worker_counts {
             let load = rt.block_on(ManagerLoad::new(workers, plaintext, aad));
             for &clients in &callers {
                 paths.push(Row::Manager(load.clone(), clients));
@@ -105,38 +108,54 @@ fn main() {
             for i in 0..paths.len() {
                 let i = (i + round) % paths.len();
                 let measured = match &paths[i] {
-                    Row::Raw => raw.run(slice),
+                    Row::Raw(threads) => raw.run(slice, *threads),
                     Row::Manager(load, clients) => rt.block_on(load.run(slice, *clients)),
                 };
                 ops[i].push(measured);
             }
         }
-        for (i, path) in paths.iter().enumerate() {
-            let mut ratios: Vec<f64> = (0..rounds).map(|r| ops[i][r] / ops[0][r]).collect();
+        // Median and range of a row's per-round ratios to raw row `base`.
+        let ratio = |i: usize, base: usize| {
+            let mut ratios: Vec<f64> = (0..rounds).map(|r| ops[i][r] / ops[base][r]).collect();
             ratios.sort_by(f64::total_cmp);
-            let name = match path {
-                Row::Raw => "raw cryptoki loop (1 session, 1 thread)".to_owned(),
-                Row::Manager(load, clients) => {
+            format!(
+                "{:.0} % ({:.0}–{:.0} %)",
+                median(&ratios) * 100.0,
+                ratios[0] * 100.0,
+                ratios[ratios.len() - 1] * 100.0
+            )
+        };
+        for (i, path) in paths.iter().enumerate() {
+            let (name, same) = match path {
+                Row::Raw(1) => ("raw cryptoki loop, 1 session, 1 thread".to_owned(), 0),
+                Row::Raw(n) => (
+                    format!("raw cryptoki loop, {n} sessions, {n} threads"),
+                    n - 1,
+                ),
+                Row::Manager(load, clients) => (
                     format!(
                         "`KeyManager`, {} HSM worker(s), {clients} callers",
                         load.workers
-                    )
-                }
+                    ),
+                    load.workers - 1,
+                ),
             };
             println!(
-                "| {sizes} | {name} | {:.0} | {:.0} % ({:.0}–{:.0} %) |",
+                "| {sizes} | {name} | {:.0} | {} | {} |",
                 median(&ops[i]),
-                median(&ratios) * 100.0,
-                ratios[0] * 100.0,
-                ratios[ratios.len() - 1] * 100.0,
+                ratio(i, 0),
+                ratio(i, same)
             );
+        }
+        if !with_server {
+            continue;
         }
         let server_run = slice.mul_f64(3.0);
         let server_ops =
             actix_web::rt::System::new().block_on(server_load(server_run, 2, 32, plaintext, aad));
-        let raw_now = raw.run(server_run);
+        let raw_now = raw.run(server_run, 1);
         println!(
-            "| {sizes} | EKM server, TLS keep-alive, 2 HSM workers, 32 requests in flight | {server_ops:.0} | {:.0} % (one pair) |",
+            "| {sizes} | EKM server, TLS keep-alive, 2 HSM workers, 32 requests in flight | {server_ops:.0} | {:.0} % (one pair) | |",
             server_ops / raw_now * 100.0
         );
     }
@@ -157,6 +176,19 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// A comma-separated list of numbers from the environment.
+fn list_env(name: &str, default: &str) -> Vec<usize> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .map(|n| {
+            n.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{name}: comma-separated numbers"))
+        })
+        .collect()
+}
+
 fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
@@ -170,7 +202,8 @@ fn median(values: &[f64]) -> f64 {
 
 /// One measured configuration of a round.
 enum Row {
-    Raw,
+    /// The raw loop on this many threads, each with its own session.
+    Raw(usize),
     Manager(ManagerLoad, usize),
 }
 
@@ -186,10 +219,11 @@ fn config(workers: usize) -> Pkcs11Config {
     c
 }
 
-/// One session, one generated key, handle kept: per op a fresh IV, the XKS AAD, `C_EncryptInit`
-/// and `C_Encrypt` (cryptoki's length query included), the tag split off.
+/// Raw sessions (one per thread) and one generated key, handle kept: per op a fresh IV, the
+/// XKS AAD, `C_EncryptInit` and `C_Encrypt` (cryptoki's length query included), the tag split
+/// off.
 struct RawLoop {
-    session: cryptoki::session::Session,
+    sessions: Vec<cryptoki::session::Session>,
     key: cryptoki::object::ObjectHandle,
     plaintext: Vec<u8>,
     aad: Vec<u8>,
@@ -197,15 +231,17 @@ struct RawLoop {
 }
 
 impl RawLoop {
-    fn new(plaintext_len: usize, aad_len: usize) -> Self {
+    fn new(plaintext_len: usize, aad_len: usize, threads: usize) -> Self {
         let pkcs11 = library(Path::new(MODULE)).unwrap();
         let slot = find_token(&pkcs11, &TokenSelector::Label("bench".into())).unwrap();
-        let session = pkcs11.open_rw_session(slot).unwrap();
-        let _ = session.login(
+        let sessions: Vec<_> = (0..threads)
+            .map(|_| pkcs11.open_rw_session(slot).unwrap())
+            .collect();
+        let _ = sessions[0].login(
             cryptoki::session::UserType::User,
             Some(&SecretString::from(PIN)),
         );
-        let key = session
+        let key = sessions[0]
             .generate_key(
                 &Mechanism::AesKeyGen,
                 &keys::aes_key_template(&format!("raw-bench-{plaintext_len}"), KeyUsage::BOTH),
@@ -217,7 +253,7 @@ impl RawLoop {
         }
         .encode();
         Self {
-            session,
+            sessions,
             key,
             plaintext: vec![7u8; plaintext_len],
             aad: vec![9u8; aad_len],
@@ -225,24 +261,54 @@ impl RawLoop {
         }
     }
 
-    fn run(&self, run: Duration) -> f64 {
+    /// Ops/s of `threads` threads (the first on the calling thread), each on its own session.
+    fn run(&mut self, run: Duration, threads: usize) -> f64 {
         let started = Instant::now();
-        let mut ops = 0u64;
-        while started.elapsed() < run {
-            let gcm_aad = AadFormat::Raw.gcm_aad(&self.aad, &self.metadata).unwrap();
-            let mut iv = [0u8; 12];
-            rand::rng().fill_bytes(&mut iv);
-            let params = GcmParams::new(&mut iv, &gcm_aad, 128.into()).unwrap();
-            let mut sealed = self
-                .session
-                .encrypt(&Mechanism::AesGcm(params), self.key, &self.plaintext)
-                .unwrap();
-            let tag = sealed.split_off(sealed.len() - 16);
-            std::hint::black_box((&sealed, &tag, &iv));
-            ops += 1;
-        }
+        let Self {
+            sessions,
+            key,
+            plaintext,
+            aad,
+            metadata,
+        } = self;
+        let (key, plaintext, aad, metadata) = (*key, &plaintext[..], &aad[..], &metadata[..]);
+        let (first, others) = sessions[..threads].split_first_mut().unwrap();
+        let ops: u64 = std::thread::scope(|scope| {
+            let spawned: Vec<_> = others
+                .iter_mut()
+                .map(|s| scope.spawn(move || spin(s, key, plaintext, aad, metadata, run)))
+                .collect();
+            spin(first, key, plaintext, aad, metadata, run)
+                + spawned.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+        });
         ops as f64 / started.elapsed().as_secs_f64()
     }
+}
+
+/// The raw loop on one session for `run`; returns the ops done.
+fn spin(
+    session: &cryptoki::session::Session,
+    key: cryptoki::object::ObjectHandle,
+    plaintext: &[u8],
+    aad: &[u8],
+    metadata: &[u8],
+    run: Duration,
+) -> u64 {
+    let started = Instant::now();
+    let mut ops = 0u64;
+    while started.elapsed() < run {
+        let gcm_aad = AadFormat::Raw.gcm_aad(aad, metadata).unwrap();
+        let mut iv = [0u8; 12];
+        rand::rng().fill_bytes(&mut iv);
+        let params = GcmParams::new(&mut iv, &gcm_aad, 128.into()).unwrap();
+        let mut sealed = session
+            .encrypt(&Mechanism::AesGcm(params), key, plaintext)
+            .unwrap();
+        let tag = sealed.split_off(sealed.len() - 16);
+        std::hint::black_box((&sealed, &tag, &iv));
+        ops += 1;
+    }
+    ops
 }
 
 async fn new_key(m: &dyn KeyManager) -> schemas::xki::ExternalKeyId {
