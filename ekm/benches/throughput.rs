@@ -13,8 +13,8 @@
 //! callers, comma-separated, default `16,64`; 64 is the proxy's default `max_in_flight`),
 //! `EKM_BENCH_WORKERS` (HSM worker counts, default `1,2`), `EKM_BENCH_SERVER=0` (skip the
 //! server rows, e.g. to profile the others).
-//! Uses a private SoftHSM2 token directory; re-runs itself once with `SOFTHSM2_CONF` set (see
-//! `tests/common/mod.rs` for why).
+//! Uses a private SoftHSM2 token directory: re-runs itself once with `SOFTHSM2_CONF` set (see
+//! `ekm::testing`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -35,7 +35,7 @@ use rustls_pki_types::pem::PemObject as _;
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const MODULE: &str = ekm::testing::SOFTHSM_MODULE;
 const PIN: &str = "bench-pin-1234";
 const MARKER: &str = "EKM_BENCH_SOFTHSM_DIR";
 /// (plaintext, AAD) sizes: a small payload, and the XKS maxima.
@@ -45,27 +45,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` asks for a listing
     }
-    if std::env::var_os(MARKER).is_none() {
-        let dir = tempfile::tempdir().unwrap();
-        let tokens = dir.path().join("tokens");
-        std::fs::create_dir(&tokens).unwrap();
-        let conf = dir.path().join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .unwrap();
-        let status = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(std::env::args_os().skip(1))
-            .env("SOFTHSM2_CONF", &conf)
-            .env(MARKER, dir.path())
-            .status()
-            .unwrap();
-        std::process::exit(status.code().unwrap_or(1));
-    }
+    ekm::testing::isolated_softhsm(MARKER, &[]);
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it, as
     // a quick smoke test of every path (a debug build's numbers mean nothing).
     let measuring = std::env::args().any(|a| a == "--bench");

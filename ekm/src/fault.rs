@@ -2,7 +2,7 @@
 //! fails its cryptographic operations and health. Used to drive the throttled and
 //! deadline-exceeded paths end to end, and to show recovery when the fault is switched off.
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use schemas::xki::ExternalKeyId;
@@ -27,16 +27,18 @@ pub enum Fault {
     Fail(Error),
 }
 
-/// A manager whose crypto and health calls can be delayed or failed at run time.
+/// A manager whose crypto and health calls can be delayed or failed at run time. It shares the
+/// manager it wraps (`K` may be `dyn KeyManager`), so a test can inject faults in front of a
+/// manager that other parts of the process use directly.
 #[derive(Debug)]
-pub struct FaultInjecting<K> {
-    inner: K,
+pub struct FaultInjecting<K: ?Sized> {
+    inner: Arc<K>,
     fault: RwLock<Fault>,
 }
 
-impl<K: KeyManager> FaultInjecting<K> {
+impl<K: KeyManager + ?Sized> FaultInjecting<K> {
     /// Wraps `inner` with no fault.
-    pub fn new(inner: K) -> Self {
+    pub fn new(inner: Arc<K>) -> Self {
         Self {
             inner,
             fault: RwLock::new(Fault::None),
@@ -67,7 +69,7 @@ impl<K: KeyManager> FaultInjecting<K> {
 }
 
 #[async_trait::async_trait]
-impl<K: KeyManager> KeyManager for FaultInjecting<K> {
+impl<K: KeyManager + ?Sized> KeyManager for FaultInjecting<K> {
     async fn create_key(&self, ctx: &OpContext, request: CreateKey) -> Result<KeyInfo> {
         self.inner.create_key(ctx, request).await
     }

@@ -9,6 +9,8 @@
 //! - `memory::MemoryKeyManager` (feature `memory`) is a software stand-in for other crates'
 //!   unit tests only.
 //! - [`server`] is the EKM API over HTTPS with mTLS; [`config`] loads its TOML configuration.
+//! - `testing` (feature `testing`): a private SoftHSM2 token directory per test process, for
+//!   this and other crates' tests and benches.
 #![forbid(unsafe_code)]
 
 pub mod ciphertext;
@@ -21,6 +23,8 @@ pub mod memory;
 pub mod pkcs11;
 pub mod record;
 pub mod server;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::{Error, Operation, Result};
 pub use manager::{

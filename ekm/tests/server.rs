@@ -400,7 +400,7 @@ async fn mtls_is_required() {
 #[actix_web::test]
 async fn faults_throttle_and_deadline_end_to_end_then_recover() {
     let (_token, m) = pkcs11_manager("fault").await;
-    let faulty = Arc::new(FaultInjecting::new(m));
+    let faulty = Arc::new(FaultInjecting::new(Arc::new(m)));
     let r = start(Arc::clone(&faulty) as Arc<dyn KeyManager>);
     let c = client(&r);
     let (_, key) = call(

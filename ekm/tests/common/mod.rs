@@ -1,10 +1,6 @@
-//! Shared helpers: a private SoftHSM2 token directory per test process, a fresh token per test,
-//! and manager configurations for them.
-//!
-//! SoftHSM reads `SOFTHSM2_CONF` once, at `C_Initialize`. Edition 2024 makes `set_var` unsafe
-//! and the workspace forbids unsafe code, so the first test to need the HSM re-runs this test
-//! binary (same arguments) with the variable set to a temporary configuration, then exits with
-//! the child's status. The child sees the marker variable and runs the tests for real.
+//! Shared helpers: a private SoftHSM2 token directory per test process
+//! ([`ekm::testing::isolated_softhsm`]), a fresh token per test, and manager configurations for
+//! them.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod conformance;
@@ -19,44 +15,16 @@ use ekm::pkcs11::{Pkcs11Config, TokenSelector};
 use secrecy::SecretString;
 
 /// The module under test.
-pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+pub const MODULE: &str = ekm::testing::SOFTHSM_MODULE;
 /// User PIN of every test token.
 pub const PIN: &str = "4711-test-pin";
 /// SO PIN of every test token.
 pub const SO_PIN: &str = "0815-so-pin";
 const MARKER: &str = "EKM_TEST_SOFTHSM_DIR";
 
-/// Makes sure this process runs with its own SoftHSM configuration (see the module doc).
+/// Makes sure this process runs with its own SoftHSM configuration.
 pub fn softhsm_env() {
-    static ONCE: Mutex<bool> = Mutex::new(false);
-    let mut done = ONCE.lock().unwrap_or_else(|p| p.into_inner());
-    if *done || std::env::var_os(MARKER).is_some() {
-        *done = true;
-        return;
-    }
-    let dir = tempfile::Builder::new()
-        .prefix("ekm-softhsm-")
-        .tempdir()
-        .expect("temp dir");
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir(&tokens).expect("token dir");
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .expect("softhsm2.conf");
-    let status = std::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args(std::env::args_os().skip(1))
-        .env("SOFTHSM2_CONF", &conf)
-        .env(MARKER, dir.path())
-        .status()
-        .expect("re-run test binary");
-    drop(dir);
-    std::process::exit(status.code().unwrap_or(101));
+    ekm::testing::isolated_softhsm(MARKER, &[]);
 }
 
 /// A token created for one test.

@@ -3,36 +3,29 @@
 //! in front of a real `ekm::pkcs11::Pkcs11KeyManager` on a SoftHSM2 token. Keys are created,
 //! disabled and enabled through that same manager ("the XKI side").
 //!
-//! SoftHSM reads `SOFTHSM2_CONF` once, at `C_Initialize`. Edition 2024 makes `set_var` unsafe and
-//! the workspace forbids unsafe code, so the first test that needs the environment re-runs this
-//! test binary (same arguments) with the variables set, and exits with the child's status; the
-//! child sees the marker and runs the tests for real (the scheme of `ekm/tests/common` and
-//! `proxy/tests/common`). The child also gets [`ROOT_KEY_VAR`] for the software backend's
-//! `RootKey::from_env` test.
+//! The process runs with a private SoftHSM2 token directory ([`isolated_env`], see
+//! `ekm::testing`); the re-run test process also gets [`ROOT_KEY_VAR`] for the software
+//! backend's `RootKey::from_env` test.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use actix_web::dev::ServerHandle;
 use ekm::pkcs11::{Pkcs11Config, Pkcs11KeyManager, TokenSelector};
-use ekm::{
-    AdoptKey, CreateKey, DecryptRequest, EncryptOutput, EncryptRequest, Health, KeyInfo,
-    KeyManager, KeyUsage, OpContext,
-};
+use ekm::{CreateKey, KeyManager, KeyUsage, OpContext};
 use kms_connector::backend::external::{ExternalInstanceConfig, SecretRef};
 use schemas::xki::ExternalKeyId;
 use secrecy::SecretString;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use xki_proxy::credentials::NewCredential;
 use xki_proxy::{Application, Config};
-use zeroize::Zeroizing;
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const MODULE: &str = ekm::testing::SOFTHSM_MODULE;
 const PIN: &str = "kms-connector-test-pin";
 const SO_PIN: &str = "kms-connector-so-pin";
 const TOKEN_LABEL: &str = "kms-connector-tests";
@@ -50,40 +43,13 @@ pub const HOST: &str = "localhost";
 
 /// Makes sure this process runs with its own SoftHSM configuration and [`ROOT_KEY_VAR`].
 pub fn isolated_env() {
-    static ONCE: Mutex<bool> = Mutex::new(false);
-    let mut done = ONCE.lock().unwrap_or_else(|p| p.into_inner());
-    if *done || std::env::var_os(MARKER).is_some() {
-        *done = true;
-        return;
-    }
-    let dir = tempfile::Builder::new()
-        .prefix("kms-connector-softhsm-")
-        .tempdir()
-        .expect("temp dir");
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir(&tokens).expect("token dir");
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .expect("softhsm2.conf");
-    let status = std::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args(std::env::args_os().skip(1))
-        .env("SOFTHSM2_CONF", &conf)
-        .env(MARKER, dir.path())
-        .env(ROOT_KEY_VAR, schemas::b64::encode(ROOT_KEY))
-        .status()
-        .expect("re-run test binary");
-    drop(dir);
-    std::process::exit(status.code().unwrap_or(101));
+    let root_key = schemas::b64::encode(ROOT_KEY);
+    ekm::testing::isolated_softhsm(MARKER, &[(ROOT_KEY_VAR, &root_key)]);
 }
 
-/// The process's manager, on a token initialised once, shared by every test and every proxy.
-fn manager() -> Arc<Pkcs11KeyManager> {
+/// The key manager of this process, on a token initialised once, shared by every test and every
+/// proxy.
+pub fn ekm() -> Arc<Pkcs11KeyManager> {
     static MANAGER: OnceLock<Arc<Pkcs11KeyManager>> = OnceLock::new();
     MANAGER
         .get_or_init(|| {
@@ -104,107 +70,9 @@ fn manager() -> Arc<Pkcs11KeyManager> {
             config.queue_capacity = 64;
             // A debug build on a shared 2-core box: slow probes are noise here.
             config.degraded_latency = Duration::from_secs(2);
-            // `open` is async and may be reached from any test's runtime: give it its own.
-            std::thread::spawn(|| {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime")
-                    .block_on(Pkcs11KeyManager::open(config))
-                    .map(Arc::new)
-            })
-            .join()
-            .expect("open thread")
-            .expect("open the token")
+            Arc::new(ekm::testing::open_blocking(config).expect("open the token"))
         })
         .clone()
-}
-
-/// SoftHSM 2.6's file store is not safe for a token write on one session while another session
-/// searches (see `proxy/tests/common/hsm.rs`): key lifecycle writes exclude every other HSM call
-/// of the process.
-static TOKEN_WRITES: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
-
-/// The process's manager with the write lock above; what every proxy holds.
-#[derive(Debug, Clone)]
-pub struct Shared(Arc<Pkcs11KeyManager>);
-
-type R<T> = ekm::Result<T>;
-
-#[async_trait::async_trait]
-impl KeyManager for Shared {
-    async fn create_key(&self, ctx: &OpContext, request: CreateKey) -> R<KeyInfo> {
-        let _token = TOKEN_WRITES.write().await;
-        self.0.create_key(ctx, request).await
-    }
-    async fn adopt_key(&self, ctx: &OpContext, request: AdoptKey) -> R<KeyInfo> {
-        let _token = TOKEN_WRITES.write().await;
-        self.0.adopt_key(ctx, request).await
-    }
-    async fn describe_key(&self, ctx: &OpContext, id: &ExternalKeyId) -> R<KeyInfo> {
-        let _token = TOKEN_WRITES.read().await;
-        self.0.describe_key(ctx, id).await
-    }
-    async fn list_keys(&self, ctx: &OpContext) -> R<Vec<KeyInfo>> {
-        let _token = TOKEN_WRITES.read().await;
-        self.0.list_keys(ctx).await
-    }
-    async fn enable_key(&self, ctx: &OpContext, id: &ExternalKeyId) -> R<KeyInfo> {
-        let _token = TOKEN_WRITES.write().await;
-        self.0.enable_key(ctx, id).await
-    }
-    async fn disable_key(&self, ctx: &OpContext, id: &ExternalKeyId) -> R<KeyInfo> {
-        let _token = TOKEN_WRITES.write().await;
-        self.0.disable_key(ctx, id).await
-    }
-    async fn schedule_key_deletion(
-        &self,
-        ctx: &OpContext,
-        id: &ExternalKeyId,
-        days: Option<u32>,
-    ) -> R<KeyInfo> {
-        let _token = TOKEN_WRITES.write().await;
-        self.0.schedule_key_deletion(ctx, id, days).await
-    }
-    async fn cancel_key_deletion(&self, ctx: &OpContext, id: &ExternalKeyId) -> R<KeyInfo> {
-        let _token = TOKEN_WRITES.write().await;
-        self.0.cancel_key_deletion(ctx, id).await
-    }
-    async fn rotate_key(&self, ctx: &OpContext, id: &ExternalKeyId) -> R<KeyInfo> {
-        let _token = TOKEN_WRITES.write().await;
-        self.0.rotate_key(ctx, id).await
-    }
-    async fn encrypt(
-        &self,
-        ctx: &OpContext,
-        id: &ExternalKeyId,
-        request: EncryptRequest,
-    ) -> R<EncryptOutput> {
-        let _token = TOKEN_WRITES.read().await;
-        self.0.encrypt(ctx, id, request).await
-    }
-    async fn decrypt(
-        &self,
-        ctx: &OpContext,
-        id: &ExternalKeyId,
-        request: DecryptRequest,
-    ) -> R<Zeroizing<Vec<u8>>> {
-        let _token = TOKEN_WRITES.read().await;
-        self.0.decrypt(ctx, id, request).await
-    }
-    async fn health(&self, ctx: &OpContext) -> R<Health> {
-        let _token = TOKEN_WRITES.read().await;
-        self.0.health(ctx).await
-    }
-    fn limits(&self) -> ekm::ciphertext::Limits {
-        self.0.limits()
-    }
-}
-
-/// The key manager every proxy of this process uses.
-pub fn ekm() -> Arc<Shared> {
-    static SHARED: OnceLock<Arc<Shared>> = OnceLock::new();
-    SHARED.get_or_init(|| Arc::new(Shared(manager()))).clone()
 }
 
 /// A context with a generous deadline, for direct manager calls.

@@ -1,16 +1,10 @@
 //! The key manager under the proxy: a real `Pkcs11KeyManager` on one SoftHSM2 token per test
-//! process, wrapped in `ekm`'s fault injector and in a thin counter that tells a test when a
-//! request has reached the backend.
-//!
-//! SoftHSM reads `SOFTHSM2_CONF` once, at `C_Initialize`. Edition 2024 makes `set_var` unsafe and
-//! the workspace forbids unsafe code, so the first test that needs the HSM re-runs this test
-//! binary (same arguments) with the variable pointing at a private token directory, and exits
-//! with the child's status. The child sees the marker variable and runs the tests for real
-//! (the same scheme as `ekm/tests/common`).
+//! process (a private token directory, see `ekm::testing`), wrapped in `ekm`'s fault injector
+//! and in a thin counter that tells a test when a request has reached the backend.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ekm::fault::{Fault, FaultInjecting};
@@ -24,45 +18,12 @@ use secrecy::SecretString;
 use zeroize::Zeroizing;
 
 /// The PKCS#11 module under test.
-pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+pub const MODULE: &str = ekm::testing::SOFTHSM_MODULE;
 const PIN: &str = "xki-proxy-test-pin";
 const SO_PIN: &str = "xki-proxy-so-pin";
 /// Label of the process's token (what the health response names as the HSM).
 pub const TOKEN_LABEL: &str = "xki-proxy-tests";
 const MARKER: &str = "XKI_PROXY_TEST_SOFTHSM_DIR";
-
-/// Makes sure this process runs with its own SoftHSM configuration (see the module doc).
-fn softhsm_env() {
-    static ONCE: Mutex<bool> = Mutex::new(false);
-    let mut done = ONCE.lock().unwrap_or_else(|p| p.into_inner());
-    if *done || std::env::var_os(MARKER).is_some() {
-        *done = true;
-        return;
-    }
-    let dir = tempfile::Builder::new()
-        .prefix("xki-proxy-softhsm-")
-        .tempdir()
-        .expect("temp dir");
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir(&tokens).expect("token dir");
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .expect("softhsm2.conf");
-    let status = std::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args(std::env::args_os().skip(1))
-        .env("SOFTHSM2_CONF", &conf)
-        .env(MARKER, dir.path())
-        .status()
-        .expect("re-run test binary");
-    drop(dir);
-    std::process::exit(status.code().unwrap_or(101));
-}
 
 fn config() -> Pkcs11Config {
     let mut config = Pkcs11Config::new(
@@ -80,14 +41,14 @@ fn config() -> Pkcs11Config {
 
 /// The process's manager, opened once on a token initialised once, shared by every test.
 ///
-/// One manager rather than one per test: `open` searches the token, and SoftHSM races
-/// searches against other sessions' writes (see [`TOKEN_WRITES`]); a test opening its manager
-/// while another test creates a key made that key creation fail now and then.
+/// One manager rather than one per test: opening one searches the whole token, and the tests
+/// are about the proxy. (SoftHSM's race between a search and another session's write is
+/// handled inside `ekm`, which orders them per process.)
 pub fn manager() -> Arc<Pkcs11KeyManager> {
     static MANAGER: OnceLock<Arc<Pkcs11KeyManager>> = OnceLock::new();
     MANAGER
         .get_or_init(|| {
-            softhsm_env();
+            ekm::testing::isolated_softhsm(MARKER, &[]);
             ekm::pkcs11::init_token(
                 Path::new(MODULE),
                 TOKEN_LABEL,
@@ -95,18 +56,7 @@ pub fn manager() -> Arc<Pkcs11KeyManager> {
                 &SecretString::from(PIN),
             )
             .expect("init token");
-            // `open` is async and may be reached from any test's runtime: give it its own.
-            std::thread::spawn(|| {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime")
-                    .block_on(Pkcs11KeyManager::open(config()))
-                    .map(Arc::new)
-            })
-            .join()
-            .expect("open thread")
-            .expect("open the token")
+            Arc::new(ekm::testing::open_blocking(config()).expect("open the token"))
         })
         .clone()
 }
@@ -125,97 +75,12 @@ pub fn unique_key_id(tag: &str) -> ExternalKeyId {
 
 type R<T> = ekm::Result<T>;
 
-/// SoftHSM 2.6.1's file object store is not safe for a token write (`C_GenerateKey`,
-/// `C_CreateObject`) on one session while another session searches (`C_FindObjects*`): the
-/// writer fails now and then with `CKR_GENERAL_ERROR` or even `CKR_TEMPLATE_INCONSISTENT`
-/// (reproduced with the bare manager; reported to the ekm owner). These tests are about the
-/// proxy, so key lifecycle writes exclude every other HSM call of the process.
-static TOKEN_WRITES: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
-
-/// The shared manager as a `KeyManager` value, for `FaultInjecting<K>` (which owns its `K`);
-/// lifecycle writes take [`TOKEN_WRITES`] exclusively, everything else shares it.
-#[derive(Debug, Clone)]
-pub struct Shared(pub Arc<Pkcs11KeyManager>);
-
-#[async_trait::async_trait]
-impl KeyManager for Shared {
-    async fn create_key(&self, ctx: &OpContext, request: CreateKey) -> R<KeyInfo> {
-        let _token = TOKEN_WRITES.write().await;
-        self.0.create_key(ctx, request).await
-    }
-    async fn adopt_key(&self, ctx: &OpContext, request: AdoptKey) -> R<KeyInfo> {
-        let _token = TOKEN_WRITES.write().await;
-        self.0.adopt_key(ctx, request).await
-    }
-    async fn describe_key(&self, ctx: &OpContext, id: &ExternalKeyId) -> R<KeyInfo> {
-        let _token = TOKEN_WRITES.read().await;
-        self.0.describe_key(ctx, id).await
-    }
-    async fn list_keys(&self, ctx: &OpContext) -> R<Vec<KeyInfo>> {
-        let _token = TOKEN_WRITES.read().await;
-        self.0.list_keys(ctx).await
-    }
-    async fn enable_key(&self, ctx: &OpContext, id: &ExternalKeyId) -> R<KeyInfo> {
-        let _token = TOKEN_WRITES.write().await;
-        self.0.enable_key(ctx, id).await
-    }
-    async fn disable_key(&self, ctx: &OpContext, id: &ExternalKeyId) -> R<KeyInfo> {
-        let _token = TOKEN_WRITES.write().await;
-        self.0.disable_key(ctx, id).await
-    }
-    async fn schedule_key_deletion(
-        &self,
-        ctx: &OpContext,
-        id: &ExternalKeyId,
-        days: Option<u32>,
-    ) -> R<KeyInfo> {
-        let _token = TOKEN_WRITES.write().await;
-        self.0.schedule_key_deletion(ctx, id, days).await
-    }
-    async fn cancel_key_deletion(&self, ctx: &OpContext, id: &ExternalKeyId) -> R<KeyInfo> {
-        let _token = TOKEN_WRITES.write().await;
-        self.0.cancel_key_deletion(ctx, id).await
-    }
-    async fn rotate_key(&self, ctx: &OpContext, id: &ExternalKeyId) -> R<KeyInfo> {
-        let _token = TOKEN_WRITES.write().await;
-        self.0.rotate_key(ctx, id).await
-    }
-    async fn encrypt(
-        &self,
-        ctx: &OpContext,
-        id: &ExternalKeyId,
-        request: EncryptRequest,
-    ) -> R<EncryptOutput> {
-        let _token = TOKEN_WRITES.read().await;
-        self.0.encrypt(ctx, id, request).await
-    }
-    async fn decrypt(
-        &self,
-        ctx: &OpContext,
-        id: &ExternalKeyId,
-        request: DecryptRequest,
-    ) -> R<Zeroizing<Vec<u8>>> {
-        let _token = TOKEN_WRITES.read().await;
-        self.0.decrypt(ctx, id, request).await
-    }
-    async fn health(&self, ctx: &OpContext) -> R<Health> {
-        let _token = TOKEN_WRITES.read().await;
-        self.0.health(ctx).await
-    }
-    fn limits(&self) -> ekm::ciphertext::Limits {
-        self.0.limits()
-    }
-    fn queue_depth(&self) -> Option<ekm::QueueDepth> {
-        self.0.queue_depth()
-    }
-}
-
 /// What the proxy holds: the PKCS#11 manager behind `ekm`'s fault injector, plus counters of
 /// encrypt/decrypt calls that reached the backend (so a test knows a request is past
 /// authentication, and can check that a refused request never got there).
 #[derive(Debug)]
 pub struct Backend {
-    faults: FaultInjecting<Shared>,
+    faults: FaultInjecting<Pkcs11KeyManager>,
     crypto_calls: AtomicUsize,
     crypto_active: AtomicUsize,
 }
@@ -224,7 +89,7 @@ impl Backend {
     /// The process's manager, no fault.
     pub fn new() -> Self {
         Self {
-            faults: FaultInjecting::new(Shared(manager())),
+            faults: FaultInjecting::new(manager()),
             crypto_calls: AtomicUsize::new(0),
             crypto_active: AtomicUsize::new(0),
         }
@@ -237,7 +102,7 @@ impl Backend {
 
     /// The real manager, bypassing faults and counters.
     pub fn manager(&self) -> &Pkcs11KeyManager {
-        &self.faults.inner().0
+        self.faults.inner()
     }
 
     /// Encrypt/decrypt calls that reached the backend so far.
