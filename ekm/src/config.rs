@@ -89,7 +89,8 @@ pub struct HsmSection {
 pub struct ServerSection {
     /// API listen address.
     pub listen: SocketAddr,
-    /// Liveness listen address (plain HTTP); empty string disables it.
+    /// Liveness listen address (plain HTTP); an empty string disables it.
+    #[serde(deserialize_with = "optional_address")]
     pub liveness_listen: Option<SocketAddr>,
     /// PEM certificate chain of the server.
     pub tls_cert_file: Option<PathBuf>,
@@ -111,6 +112,19 @@ pub struct ServerSection {
     pub http_workers: usize,
     /// Keep-alive idle timeout, s.
     pub keep_alive_secs: u64,
+}
+
+/// `""` → `None`, otherwise a socket address.
+fn optional_address<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("{text:?}: {e}")))
 }
 
 impl Default for ServerSection {
@@ -350,6 +364,29 @@ mod tests {
         assert_eq!(c.server.listen.port(), 9443);
         assert_eq!(c.keys.limits.max_aad_bytes, 1024);
         assert_eq!(c.keys.min_pending_window_days, 7);
+    }
+
+    #[test]
+    fn liveness_port_can_be_switched_off() {
+        let hsm = "[hsm]\ntoken_label = \"t\"\n";
+        let off = format!("{hsm}[server]\nliveness_listen = \"\"\n");
+        assert_eq!(
+            Config::parse(&off, env(&[]))
+                .unwrap()
+                .server
+                .liveness_listen,
+            None
+        );
+        let c =
+            Config::parse(hsm, env(&[("EKM__SERVER__LIVENESS_LISTEN", "127.0.0.1:9")])).unwrap();
+        assert_eq!(
+            c.server.liveness_listen,
+            Some("127.0.0.1:9".parse().unwrap())
+        );
+        let c = Config::parse(hsm, env(&[])).unwrap();
+        assert!(c.server.liveness_listen.is_some(), "on by default");
+        let bad = format!("{hsm}[server]\nliveness_listen = \"nope\"\n");
+        assert!(Config::parse(&bad, env(&[])).is_err());
     }
 
     #[test]

@@ -147,7 +147,9 @@ impl KeyRecord {
     pub fn schedule_deletion(&mut self, days: u32) -> Result<bool> {
         match self.state {
             StoredState::Disabled => {
-                let delete_at = OffsetDateTime::now_utc() + time::Duration::days(days.into());
+                let delete_at = OffsetDateTime::now_utc()
+                    .checked_add(time::Duration::days(days.into()))
+                    .ok_or_else(|| Error::Validation("pending window too long".into()))?;
                 self.state = StoredState::PendingDeletion {
                     delete_at: delete_at.unix_timestamp(),
                 };

@@ -114,7 +114,14 @@ impl VendorProfile {
     }
 }
 
-/// Deletion waiting periods, in days.
+/// Longest configurable deletion window (Alibaba Cloud KMS accepts up to 366 days).
+pub const MAX_DELETION_DAYS: u32 = 366;
+/// Longest probe interval: a health result is served for at most 60 s, and a probe interval, a
+/// reaper pass and a probe must fit in that with room to spare.
+pub const MAX_HEALTH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Deletion waiting periods, in days (7 to 30 unless configured otherwise; at least one day:
+/// a deletion always waits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeletionWindow {
     /// Used when the request names none.
@@ -210,15 +217,21 @@ impl Pkcs11Config {
             return Err(Error::Config("queue_capacity must be positive".into()));
         }
         let w = self.deletion_window;
-        if w.min_days > w.max_days || w.default_days < w.min_days || w.default_days > w.max_days {
-            return Err(Error::Config(
-                "deletion window: need min_days ≤ default_days ≤ max_days".into(),
-            ));
+        if w.min_days < 1
+            || w.max_days > MAX_DELETION_DAYS
+            || w.min_days > w.max_days
+            || w.default_days < w.min_days
+            || w.default_days > w.max_days
+        {
+            return Err(Error::Config(format!(
+                "deletion window: need 1 ≤ min_days ≤ default_days ≤ max_days ≤ {MAX_DELETION_DAYS}"
+            )));
         }
-        if self.health_interval > Duration::from_secs(60) || self.health_interval.is_zero() {
-            return Err(Error::Config(
-                "health interval must be positive and at most 60 s".into(),
-            ));
+        if self.health_interval > MAX_HEALTH_INTERVAL || self.health_interval.is_zero() {
+            return Err(Error::Config(format!(
+                "health interval must be positive and at most {} s",
+                MAX_HEALTH_INTERVAL.as_secs()
+            )));
         }
         self.limits.check().map(|_| ())
     }
@@ -258,5 +271,31 @@ mod tests {
         );
         assert!(!format!("{c:?}").contains("123456-secret"));
         assert!(c.check().is_ok());
+    }
+
+    #[test]
+    fn bounds_are_checked() {
+        let base = Pkcs11Config::new("/x.so", TokenSelector::Label("t".into()), "p".into());
+        let with = |f: &dyn Fn(&mut Pkcs11Config)| {
+            let mut c = base.clone();
+            f(&mut c);
+            c.check()
+        };
+        assert!(with(&|c| c.deletion_window.min_days = 0).is_err());
+        assert!(with(&|c| c.deletion_window.max_days = MAX_DELETION_DAYS + 1).is_err());
+        assert!(with(&|c| c.deletion_window.default_days = 31).is_err());
+        assert!(
+            with(&|c| {
+                c.deletion_window = DeletionWindow {
+                    default_days: 1,
+                    min_days: 1,
+                    max_days: MAX_DELETION_DAYS,
+                }
+            })
+            .is_ok()
+        );
+        assert!(with(&|c| c.health_interval = Duration::from_secs(31)).is_err());
+        assert!(with(&|c| c.health_interval = Duration::ZERO).is_err());
+        assert!(with(&|c| c.health_interval = MAX_HEALTH_INTERVAL).is_ok());
     }
 }

@@ -22,25 +22,27 @@ const MAX_HEALTH_AGE: Duration = Duration::from_secs(60);
 const PROBE_BUDGET: Duration = Duration::from_secs(2);
 /// How often expired deletions are purged.
 const REAP_INTERVAL: Duration = Duration::from_secs(60);
+/// Longest a reaper pass may hold up the next probe (it waits for admin changes to finish).
+const REAP_BUDGET: Duration = Duration::from_secs(10);
 
 impl Inner {
     /// Creates the probe key if the token lacks it.
     pub(super) async fn ensure_probe_key(&self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
-        self.pool
-            .run(deadline, |s| {
-                if s.find_secret_key_opt(PROBE_LABEL)?.is_none() {
-                    keys::generate_key(s.session()?, PROBE_LABEL, KeyUsage::BOTH)?;
-                }
-                Ok(())
-            })
-            .await
-            .map(|_| ())
+        self.on_worker(deadline, |s| {
+            if s.find_secret_key_opt(PROBE_LABEL)?.is_none() {
+                keys::generate_key(s.session()?, PROBE_LABEL, KeyUsage::BOTH)?;
+            }
+            Ok(())
+        })
+        .await
+        .map(|_| ())
     }
 
     /// One probe: encrypt and decrypt a fixed message on the probe key.
     pub(super) async fn probe(&self) -> Health {
         let started = Instant::now();
+        let queued_before = self.pool.queued();
         let result = self
             .pool
             .run(started + PROBE_BUDGET, |s| {
@@ -79,6 +81,11 @@ impl Inner {
             ),
             Ok(_) => (HealthStatus::Active, None),
             Err(Error::Throttled) => (HealthStatus::Degraded, Some("HSM queue full".to_owned())),
+            // Out of time behind other work: the HSM is busy, not gone.
+            Err(Error::DeadlineExceeded) if queued_before > 0 => (
+                HealthStatus::Degraded,
+                Some("probe waited behind a busy HSM queue past its budget".to_owned()),
+            ),
             Err(e) => (HealthStatus::Unavailable, Some(e.to_string())),
         };
         if status != HealthStatus::Active {
@@ -142,10 +149,14 @@ impl Housekeeping {
                 loop {
                     if Instant::now() >= next_reap {
                         next_reap = Instant::now() + REAP_INTERVAL;
-                        if let Err(e) =
-                            runtime.block_on(inner.purge_expired(OffsetDateTime::now_utc()))
-                        {
-                            tracing::warn!(error = %e, "deletion reaper");
+                        let reap = tokio::time::timeout(
+                            REAP_BUDGET,
+                            inner.purge_expired(OffsetDateTime::now_utc()),
+                        );
+                        match runtime.block_on(reap) {
+                            Ok(Ok(_)) => {}
+                            Ok(Err(e)) => tracing::warn!(error = %e, "deletion reaper"),
+                            Err(_) => tracing::warn!("deletion reaper: over budget, next pass"),
                         }
                     }
                     select! {

@@ -16,11 +16,17 @@
 //!   `CKA_ENCRYPT` / `CKA_DECRYPT` from the key usage, so the HSM enforces the usage as well.
 //!   Adopted keys keep their own label, recorded as version 1.
 //!
-//! **Updates** write a new record object with `revision + 1`, then destroy the older ones. A
-//! crash in between leaves two records; readers take the highest revision and the next write
-//! removes the rest. (`C_SetAttributeValue` on `CKA_VALUE` of a data object is not allowed by
-//! every token, a new object is.) Within one process, admin changes are serialised; two
-//! replicas changing the same key at the same instant resolve last-writer-wins.
+//! **Updates** are compare-and-set ([`store`]): a writer that read revision `n` writes a new
+//! record object with revision `n + 1`, then lists the key's record objects again. If another
+//! object has a revision `>= n + 1`, another writer (a replica, the admin CLI) got there at the
+//! same time: the writer destroys its own object and reports [`Stored::Conflict`], and the
+//! manager re-reads and re-applies the change. Otherwise it destroys the older objects. Two
+//! writers cannot both win: each lists after its own create, so at least one sees the other's
+//! object, and a writer only ever destroys its own object or older revisions. No change is
+//! lost, including a rotation's new version. (`C_SetAttributeValue` on `CKA_VALUE` of a data
+//! object is not allowed by every token, a new object is.) A crash between the create and the
+//! destroys leaves two records; readers take the highest revision and the next write removes
+//! the rest.
 
 use std::collections::HashMap;
 
@@ -162,35 +168,75 @@ pub fn load_all(session: &Session) -> Result<Vec<KeyRecord>> {
     Ok(all)
 }
 
-/// Writes `record` as a new object, then destroys the previous ones.
-pub fn store(session: &Session, record: &KeyRecord) -> Result<()> {
+/// What a conditional write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Stored {
+    /// The record is written and older revisions are gone.
+    Done,
+    /// Another writer stored this revision (or a later one) first; nothing was written.
+    Conflict,
+}
+
+/// Writes `record` as a new object unless another writer stored its revision first (see the
+/// module doc), then destroys the older revisions.
+pub fn store(session: &Session, record: &KeyRecord) -> Result<Stored> {
     let _exclusive = writing();
     let label = record_label(&record.id);
-    let previous = record_objects(session, Some(&label))?;
     let value =
         serde_json::to_vec(record).map_err(|e| Error::Internal(format!("key record: {e}")))?;
-    session
+    let ours = session
         .create_object(&[
             Attribute::Class(ObjectClass::DATA),
             Attribute::Token(true),
             Attribute::Private(true),
             Attribute::Modifiable(false),
             Attribute::Application(RECORD_APPLICATION.to_vec()),
-            Attribute::Label(label),
+            Attribute::Label(label.clone()),
             Attribute::Value(value),
         ])
         .map_err(hsm_error)?;
-    for object in previous {
-        session.destroy_object(object).map_err(hsm_error)?;
+    let mut older = Vec::new();
+    for object in record_objects(session, Some(&label))? {
+        if object == ours {
+            continue;
+        }
+        match read_record(session, object) {
+            Ok(other) if other.revision >= record.revision => {
+                destroy_if_present(session, ours)?;
+                return Ok(Stored::Conflict);
+            }
+            Ok(_) => older.push(object),
+            Err(_) if !exists(session, object) => {} // destroyed by its writer meanwhile
+            Err(e) => return Err(e),
+        }
     }
-    Ok(())
+    for object in older {
+        destroy_if_present(session, object)?;
+    }
+    Ok(Stored::Done)
+}
+
+/// Destroys `object`; one that another writer destroyed first is fine.
+pub fn destroy_if_present(session: &Session, object: ObjectHandle) -> Result<()> {
+    match session.destroy_object(object) {
+        Ok(()) => Ok(()),
+        Err(_) if !exists(session, object) => Ok(()),
+        Err(e) => Err(hsm_error(e)),
+    }
+}
+
+fn exists(session: &Session, object: ObjectHandle) -> bool {
+    session
+        .get_attributes(object, &[AttributeType::Class])
+        .is_ok()
 }
 
 /// Destroys every record object of `id`.
 pub fn remove(session: &Session, id: &ExternalKeyId) -> Result<()> {
     let _exclusive = writing();
     for object in record_objects(session, Some(&record_label(id)))? {
-        session.destroy_object(object).map_err(hsm_error)?;
+        destroy_if_present(session, object)?;
     }
     Ok(())
 }

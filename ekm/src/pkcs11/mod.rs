@@ -28,7 +28,7 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 pub use config::{DeletionWindow, IvSource, Pkcs11Config, TokenSelector, VendorProfile};
-use keys::KeyRecord;
+use keys::{KeyRecord, Stored};
 use pool::WorkerPool;
 use session::{HsmSession, Token, hsm_error};
 
@@ -141,6 +141,9 @@ struct Cached {
 
 /// Unknown ids remembered at most (negative entries are dropped past this).
 const MAX_DIRECTORY: usize = 100_000;
+/// Most attempts of an admin change that keeps meeting concurrent writers (another replica,
+/// the admin CLI; see `keys::store`) before it gives up with `Throttled`.
+const MAX_ATTEMPTS: u32 = 8;
 
 struct Inner {
     pool: WorkerPool<HsmSession>,
@@ -285,8 +288,7 @@ impl Inner {
     async fn fresh_record(&self, ctx: &OpContext, id: &ExternalKeyId) -> Result<Arc<KeyRecord>> {
         let lookup = id.clone();
         let record = self
-            .pool
-            .run(ctx.deadline, move |s| keys::load(s.session()?, &lookup))
+            .on_worker(ctx.deadline, move |s| keys::load(s.session()?, &lookup))
             .await?
             .value
             .map(Arc::new);
@@ -294,8 +296,21 @@ impl Inner {
         record.ok_or_else(|| Error::KeyNotFound(id.clone()))
     }
 
+    /// Caches `record` (`None`: no such key). A record read before a newer one was cached (a
+    /// slow read overtaken by a local change) does not replace it.
     fn remember(&self, id: &ExternalKeyId, record: Option<Arc<KeyRecord>>) {
         let mut directory = self.directory.write().unwrap_or_else(|p| p.into_inner());
+        if let (
+            Some(new),
+            Some(Cached {
+                record: Some(held), ..
+            }),
+        ) = (&record, directory.get(id))
+        {
+            if held.revision > new.revision {
+                return;
+            }
+        }
         if directory.len() >= MAX_DIRECTORY {
             directory.retain(|_, c| c.record.is_some());
         }
@@ -308,24 +323,54 @@ impl Inner {
         );
     }
 
-    /// Applies `change` to the key's freshly read record inside one worker job, stores it when
-    /// `change` returns true, and refreshes the in-memory copy.
+    /// Runs `job` on an HSM worker. A job that finds the HSM unavailable (session lost,
+    /// device error) drops the worker's session, so that the next job opens a new one.
+    async fn on_worker<T, F>(&self, deadline: Instant, job: F) -> Result<pool::Timed<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut HsmSession) -> Result<T> + Send + 'static,
+    {
+        self.pool
+            .run(deadline, move |s| {
+                let result = job(s);
+                if let Err(Error::HsmUnavailable(_)) = &result {
+                    s.reset();
+                }
+                result
+            })
+            .await
+    }
+
+    /// Applies `change` to the key's freshly read record and stores it when `change` returns
+    /// true, inside one worker job; refreshes the in-memory copy. A concurrent writer's change
+    /// is never overwritten: on a conflict the new versions `change` made are destroyed and the
+    /// change is applied again to the newer record.
     async fn mutate<F>(&self, ctx: &OpContext, id: &ExternalKeyId, change: F) -> Result<KeyInfo>
     where
-        F: FnOnce(&mut HsmSession, &mut KeyRecord) -> Result<bool> + Send + 'static,
+        F: Fn(&mut HsmSession, &mut KeyRecord) -> Result<bool> + Send + 'static,
     {
         let _admin = self.admin.lock().await;
         let key = id.clone();
+        let deadline = ctx.deadline;
         let record = self
-            .pool
-            .run(ctx.deadline, move |s| {
-                let mut record = keys::load(s.session()?, &key)?
-                    .ok_or_else(|| Error::KeyNotFound(key.clone()))?;
-                if change(s, &mut record)? {
-                    record.revision += 1;
-                    keys::store(s.session()?, &record)?;
+            .on_worker(deadline, move |s| {
+                for attempt in 1..=MAX_ATTEMPTS {
+                    let base = keys::load(s.session()?, &key)?
+                        .ok_or_else(|| Error::KeyNotFound(key.clone()))?;
+                    let mut record = base.clone();
+                    if !change(s, &mut record)? {
+                        return Ok(record);
+                    }
+                    record.revision = base.revision + 1;
+                    match keys::store(s.session()?, &record)? {
+                        Stored::Done => return Ok(record),
+                        Stored::Conflict => {
+                            discard_new_versions(s, Some(&base), &record)?;
+                            back_off(attempt, deadline)?;
+                        }
+                    }
                 }
-                Ok(record)
+                Err(too_contended(&key))
             })
             .await?
             .value;
@@ -335,21 +380,33 @@ impl Inner {
     }
 
     /// Creates a brand-new record, with `make` producing the version-1 label inside the job.
+    /// Two writers creating the same id at once: one stores it, the other gets
+    /// `KeyAlreadyExists` (and its generated key object is destroyed).
     async fn insert<F>(&self, ctx: &OpContext, id: ExternalKeyId, make: F) -> Result<KeyInfo>
     where
-        F: FnOnce(&mut HsmSession, &ExternalKeyId) -> Result<KeyRecord> + Send + 'static,
+        F: Fn(&mut HsmSession, &ExternalKeyId) -> Result<KeyRecord> + Send + 'static,
     {
         let _admin = self.admin.lock().await;
         let key = id.clone();
+        let deadline = ctx.deadline;
         let record = self
-            .pool
-            .run(ctx.deadline, move |s| {
-                if keys::load(s.session()?, &key)?.is_some() {
-                    return Err(Error::KeyAlreadyExists(key.to_string()));
+            .on_worker(deadline, move |s| {
+                for attempt in 1..=MAX_ATTEMPTS {
+                    if keys::load(s.session()?, &key)?.is_some() {
+                        return Err(Error::KeyAlreadyExists(key.to_string()));
+                    }
+                    let record = make(s, &key)?;
+                    match keys::store(s.session()?, &record)? {
+                        Stored::Done => return Ok(record),
+                        Stored::Conflict => {
+                            if record.origin == KeyOrigin::Generated {
+                                discard_new_versions(s, None, &record)?;
+                            }
+                            back_off(attempt, deadline)?;
+                        }
+                    }
                 }
-                let record = make(s, &key)?;
-                keys::store(s.session()?, &record)?;
-                Ok(record)
+                Err(too_contended(&key))
             })
             .await?
             .value;
@@ -364,8 +421,7 @@ impl Inner {
         let deadline = Instant::now() + Duration::from_secs(30);
         let now = now.unix_timestamp();
         let purged = self
-            .pool
-            .run(deadline, move |s| {
+            .on_worker(deadline, move |s| {
                 let mut purged = Vec::new();
                 for record in keys::load_all(s.session()?)? {
                     if !record.deletion_due(now) {
@@ -374,7 +430,7 @@ impl Inner {
                     for version in &record.versions {
                         if let Some(object) = s.find_secret_key_opt(&version.label)? {
                             let _exclusive = keys::writing();
-                            s.session()?.destroy_object(object).map_err(hsm_error)?;
+                            keys::destroy_if_present(s.session()?, object)?;
                         }
                         s.forget(&version.label);
                     }
@@ -393,6 +449,43 @@ impl Inner {
     }
 }
 
+/// Destroys the key objects of the versions `record` has and `base` has not (all of them
+/// without a base): what a change made before its write lost to a concurrent one.
+fn discard_new_versions(
+    s: &mut HsmSession,
+    base: Option<&KeyRecord>,
+    record: &KeyRecord,
+) -> Result<()> {
+    let known = |label: &str| base.is_some_and(|b| b.versions.iter().any(|v| v.label == label));
+    for version in record.versions.iter().filter(|v| !known(&v.label)) {
+        if let Some(object) = s.find_secret_key_opt(&version.label)? {
+            let _exclusive = keys::writing();
+            keys::destroy_if_present(s.session()?, object)?;
+        }
+        s.forget(&version.label);
+    }
+    Ok(())
+}
+
+/// Waits a little before attempt `attempt + 1` of a change that met a concurrent writer: a
+/// random 1 to 2^attempt ms (at most 64), on the worker (admin changes are rare). Gives up
+/// when that would pass the deadline.
+fn back_off(attempt: u32, deadline: Instant) -> Result<()> {
+    use rand::Rng as _;
+    let cap = 1u64 << attempt.min(6);
+    let wait = Duration::from_millis(rand::rng().random_range(1..=cap));
+    if Instant::now() + wait >= deadline {
+        return Err(Error::DeadlineExceeded);
+    }
+    std::thread::sleep(wait);
+    Ok(())
+}
+
+fn too_contended(id: &ExternalKeyId) -> Error {
+    tracing::warn!(key_id = %id, "admin change gave up after {MAX_ATTEMPTS} concurrent writes");
+    Error::Throttled
+}
+
 #[async_trait::async_trait]
 impl KeyManager for Pkcs11KeyManager {
     async fn create_key(&self, ctx: &OpContext, request: CreateKey) -> Result<KeyInfo> {
@@ -408,7 +501,7 @@ impl KeyManager for Pkcs11KeyManager {
                     usage,
                     label,
                     KeyOrigin::Generated,
-                    description,
+                    description.clone(),
                 ))
             })
             .await
@@ -425,6 +518,7 @@ impl KeyManager for Pkcs11KeyManager {
         let (label, usage) = (request.hsm_label, request.usage);
         self.inner
             .insert(ctx, id, move |s, id| {
+                let label = label.clone();
                 let object = s.find_secret_key(&label).map_err(|_| {
                     Error::Validation("no single secret key object has this label".into())
                 })?;
@@ -452,7 +546,7 @@ impl KeyManager for Pkcs11KeyManager {
                     usage,
                     label,
                     KeyOrigin::Adopted,
-                    description,
+                    description.clone(),
                 ))
             })
             .await
@@ -465,8 +559,7 @@ impl KeyManager for Pkcs11KeyManager {
     async fn list_keys(&self, ctx: &OpContext) -> Result<Vec<KeyInfo>> {
         let records = self
             .inner
-            .pool
-            .run(ctx.deadline, |s| keys::load_all(s.session()?))
+            .on_worker(ctx.deadline, |s| keys::load_all(s.session()?))
             .await?
             .value;
         Ok(records.iter().map(KeyRecord::info).collect())
@@ -582,7 +675,12 @@ impl KeyManager for Pkcs11KeyManager {
     ) -> Result<Zeroizing<Vec<u8>>> {
         let inner = &self.inner;
         let metadata = inner.config.limits.check_decrypt(&request)?;
-        let record = inner.record(ctx, id).await?;
+        let mut record = inner.record(ctx, id).await?;
+        if metadata.key_version > record.current()?.version {
+            // A version this process has not seen: the key may have been rotated by another
+            // replica or the admin CLI since the record was cached. Read it again, once.
+            record = inner.fresh_record(ctx, id).await?;
+        }
         record.info().check_crypto(Operation::Decrypt)?;
         let label = record
             .version(metadata.key_version)

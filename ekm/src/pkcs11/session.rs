@@ -167,6 +167,12 @@ impl HsmSession {
         hsm_error(error)
     }
 
+    /// Drops the session and the handle cache; the next job opens a new session.
+    pub fn reset(&mut self) {
+        self.session = None;
+        self.handles.clear();
+    }
+
     /// Forgets a cached handle (after the object was destroyed).
     pub fn forget(&mut self, label: &str) {
         self.handles.remove(label);
@@ -186,6 +192,11 @@ impl HsmSession {
         match found.as_slice() {
             [] => Ok(None),
             [one] => Ok(Some(*one)),
+            // Replicas starting together on a fresh token may each create the probe key; any
+            // of them serves (the lowest handle, so one process always uses the same one).
+            [_, ..] if label == super::keys::PROBE_LABEL => {
+                Ok(found.iter().min_by_key(|h| h.handle()).copied())
+            }
             _ => Err(Error::Internal(format!(
                 "{} key objects are labelled {label:?}",
                 found.len()
