@@ -33,6 +33,7 @@ liveness_listen = "127.0.0.1:$ekm_live"
 tls_cert_file = "$state/pki/ekm.pem"
 tls_key_file = "$state/pki/ekm.key"
 client_ca_file = "$state/pki/ca.pem"
+allowed_client_names = ["xki-proxy"]
 EOF
 "$bin/ekm" --config "$state/ekm.toml" init-token --so-pin-file "$state/secrets/so-pin" >/dev/null
 "$bin/xki-proxy" credentials new --endpoint "https://localhost:$proxy_port" --server-cert "$state/pki/xki-proxy.pem" \

@@ -99,6 +99,7 @@ liveness_listen = "127.0.0.1:$ekm_live_port"
 tls_cert_file = "$state/pki/ekm.pem"
 tls_key_file = "$state/pki/ekm.key"
 client_ca_file = "$state/pki/ca.pem"
+allowed_client_names = ["xki-proxy"]
 EOF
 
 if [ ! -f "$state/softhsm/.initialized" ]; then

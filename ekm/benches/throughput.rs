@@ -386,6 +386,7 @@ async fn server_load(
         server.cert_pem.as_bytes(),
         server.key_pem.as_bytes(),
         Some(ca.cert_pem().as_bytes()),
+        &["bench".to_owned()],
     )
     .unwrap();
     let settings = ServerSettings {

@@ -14,10 +14,11 @@
 //!
 //! [server]
 //! listen = "0.0.0.0:8443"
-//! liveness_listen = "0.0.0.0:8080"
+//! liveness_listen = "0.0.0.0:8080"   # "" switches the plain-HTTP liveness port off
 //! tls_cert_file = "ekm.pem"
 //! tls_key_file = "ekm-key.pem"
 //! client_ca_file = "proxy-ca.pem"  # mTLS; omit only with allow_unauthenticated_clients = true
+//! allowed_client_names = ["xki-proxy"]  # CN or DNS SAN; empty: anyone the CA certified
 //! ```
 
 use std::net::SocketAddr;
@@ -98,6 +99,9 @@ pub struct ServerSection {
     pub tls_key_file: Option<PathBuf>,
     /// PEM CA(s) that client certificates must chain to.
     pub client_ca_file: Option<PathBuf>,
+    /// Client certificate names (CN or DNS SAN) allowed to call the EKM, e.g. `["xki-proxy"]`;
+    /// empty: any certificate from `client_ca_file` (a warning at start).
+    pub allowed_client_names: Vec<String>,
     /// Must be set to serve without client authentication.
     pub allow_unauthenticated_clients: bool,
     /// Default crypto deadline, ms.
@@ -136,6 +140,7 @@ impl Default for ServerSection {
             tls_cert_file: None,
             tls_key_file: None,
             client_ca_file: None,
+            allowed_client_names: Vec::new(),
             allow_unauthenticated_clients: false,
             default_deadline_ms: s.default_deadline.as_millis() as u64,
             admin_deadline_ms: s.admin_deadline.as_millis() as u64,
@@ -305,7 +310,13 @@ impl Config {
         };
         let cert = read(&s.tls_cert_file, "tls_cert_file")?;
         let key = zeroize::Zeroizing::new(read(&s.tls_key_file, "tls_key_file")?);
-        crate::server::tls::server_config(&cert, &key, ca.as_deref())
+        if ca.is_some() && s.allowed_client_names.is_empty() {
+            tracing::warn!(
+                "server.allowed_client_names is empty: any certificate issued by the client CA \
+                 may call the EKM"
+            );
+        }
+        crate::server::tls::server_config(&cert, &key, ca.as_deref(), &s.allowed_client_names)
     }
 }
 

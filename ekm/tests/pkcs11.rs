@@ -628,7 +628,11 @@ async fn concurrent_writers_lose_no_change() {
         sealed.extend(w.await.unwrap());
     }
     let info = a.describe_key(&ctx(), &key).await.unwrap();
-    assert_eq!(info.current_version, 1 + 2 * ROTATIONS, "a rotation was lost");
+    assert_eq!(
+        info.current_version,
+        1 + 2 * ROTATIONS,
+        "a rotation was lost"
+    );
     let mut labels = a.version_labels(&ctx(), &key).await.unwrap();
     labels.sort();
     let mut objects = key_objects(&token, &key);

@@ -42,6 +42,7 @@ fn pki_and_tls() -> (Pki, rustls::ServerConfig) {
         server.cert_pem.as_bytes(),
         server.key_pem.as_bytes(),
         Some(ca.cert_pem().as_bytes()),
+        &["XKI-Proxy".to_owned(), "backup-proxy".to_owned()],
     )
     .unwrap();
     (Pki { ca, client }, tls)
@@ -384,10 +385,22 @@ async fn mtls_is_required() {
     let foreign = other_ca.issue_client("xki-proxy", &["xki-proxy"]).unwrap();
     let self_signed =
         certs::self_signed(&certs::LeafSpec::client("xki-proxy", &["xki-proxy"])).unwrap();
+    // Same CA, a name not in `allowed_client_names` (the kms-connector's, say).
+    let other_service = r
+        .pki
+        .ca
+        .issue_client("kms-connector", &["kms-connector"])
+        .unwrap();
+    // Allowed by its DNS SAN alone.
+    let by_san = r.pki.ca.issue_client("standby", &["backup-proxy"]).unwrap();
+    let url_ok = url.clone();
+    let resp = client_with(&r, Some(&by_san)).get(&url_ok).send().await;
+    assert_eq!(resp.map(|r| r.status().as_u16()).ok(), Some(200), "SAN");
     for (what, identity) in [
         ("no client certificate", None),
         ("other CA", Some(&foreign)),
         ("self-signed", Some(&self_signed)),
+        ("same CA, name not allowed", Some(&other_service)),
     ] {
         let result = client_with(&r, identity).get(&url).send().await;
         match result {

@@ -192,25 +192,8 @@ fn webpki_verifier(ca_files: &[PathBuf]) -> Result<Arc<dyn ClientCertVerifier>, 
         .map_err(|e| TlsError::ClientCa(e.to_string()))
 }
 
-/// The CN and DNS SANs of a certificate.
-pub fn certificate_names(der: &[u8]) -> Vec<String> {
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = cert
-        .subject()
-        .iter_common_name()
-        .filter_map(|cn| cn.as_str().ok().map(str::to_owned))
-        .collect();
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for name in &san.value.general_names {
-            if let x509_parser::extensions::GeneralName::DNSName(dns) = name {
-                names.push((*dns).to_owned());
-            }
-        }
-    }
-    names
-}
+/// The CN and DNS SANs of a certificate (shared with the EKM's verifier).
+pub use ekm::server::tls::certificate_names;
 
 impl ClientCertVerifier for ClientVerifier {
     fn offer_client_auth(&self) -> bool {

@@ -120,6 +120,7 @@ liveness_listen = "127.0.0.1:{live_port}"
 tls_cert_file = "{ekm_pem}"
 tls_key_file = "{ekm_key}"
 client_ca_file = "{ca}"
+allowed_client_names = ["xki-proxy"]
 "#,
                 dir = dir.display(),
                 ekm_pem = pki.file("ekm.pem").display(),
