@@ -257,26 +257,32 @@ async fn adopt_existing_hsm_key() {
     let p = pkcs11();
     let slot = find_token(&p, &ekm::pkcs11::TokenSelector::Label(token.label.clone())).unwrap();
     let session = p.open_rw_session(slot).unwrap();
-    let make = |label: &str, extractable: bool, len: u64| {
+    let make_with = |label: &str, private: bool, extractable: bool, len: u64| {
         session
             .generate_key(
                 &cryptoki::mechanism::Mechanism::AesKeyGen,
                 &[
                     Attribute::Token(true),
-                    Attribute::Private(true),
+                    Attribute::Private(private),
                     Attribute::Sensitive(true),
                     Attribute::Extractable(extractable),
                     Attribute::ValueLen(len.into()),
                     Attribute::Encrypt(true),
                     Attribute::Decrypt(true),
+                    Attribute::Wrap(true),
+                    Attribute::Derive(true),
                     Attribute::Label(label.as_bytes().to_vec()),
                 ],
             )
             .unwrap()
     };
+    let make = |label: &str, extractable: bool, len: u64| make_with(label, true, extractable, len);
     make("legacy-good", false, 32);
     make("legacy-extractable", true, 32);
     make("legacy-short", false, 16);
+    make_with("legacy-public", false, false, 32);
+    make("legacy-twin", false, 32);
+    make("legacy-twin", false, 32);
     let adopt = |label: &str, name: Option<&str>| AdoptKey {
         id: name.map(id),
         hsm_label: label.into(),
@@ -301,9 +307,21 @@ async fn adopt_existing_hsm_key() {
         .unwrap()[0];
     assert_eq!(
         session
-            .get_attributes(handle, &[AttributeType::Encrypt])
+            .get_attributes(
+                handle,
+                &[
+                    AttributeType::Encrypt,
+                    AttributeType::Wrap,
+                    AttributeType::Derive
+                ]
+            )
             .unwrap(),
-        vec![Attribute::Encrypt(false)]
+        vec![
+            Attribute::Encrypt(false),
+            Attribute::Wrap(false),
+            Attribute::Derive(false)
+        ],
+        "usage as requested, nothing else"
     );
     // Adopted keys rotate like any other; rotation gives a usable version 2.
     m.enable_key(&c, &info.id).await.unwrap();
@@ -311,6 +329,8 @@ async fn adopt_existing_hsm_key() {
         ("legacy-good", "KeyAlreadyExists"),
         ("legacy-extractable", "Validation"),
         ("legacy-short", "Validation"),
+        ("legacy-public", "Validation"),
+        ("legacy-twin", "Validation"),
         ("no-such-label", "Validation"),
         ("ekm-health-probe", "Validation"),
     ] {
@@ -446,6 +466,30 @@ async fn deep_health_probe() {
     let fresh = m.probe_now().await;
     assert!(fresh.checked_at >= h.checked_at);
     assert!(fresh.hsms[0].probe_latency.is_some());
+}
+
+/// The background thread keeps probing (and its first deletion-reaper pass does not stop it):
+/// the cached result keeps getting newer without anyone asking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_probes_keep_health_fresh() {
+    let token = new_token("bg-health");
+    let mut cfg = config(&token);
+    cfg.health_interval = Duration::from_millis(100);
+    let m = Pkcs11KeyManager::open(cfg).await.unwrap();
+    let first = m.health(&ctx()).await.unwrap().checked_at;
+    let started = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = m.health(&ctx()).await.unwrap();
+        if now.checked_at > first {
+            assert_eq!(now.status, HealthStatus::Active, "{now:?}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no background probe in 5 s"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

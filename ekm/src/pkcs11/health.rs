@@ -149,10 +149,10 @@ impl Housekeeping {
                 loop {
                     if Instant::now() >= next_reap {
                         next_reap = Instant::now() + REAP_INTERVAL;
-                        let reap = tokio::time::timeout(
-                            REAP_BUDGET,
-                            inner.purge_expired(OffsetDateTime::now_utc()),
-                        );
+                        let reap = async {
+                            let now = OffsetDateTime::now_utc();
+                            tokio::time::timeout(REAP_BUDGET, inner.purge_expired(now)).await
+                        };
                         match runtime.block_on(reap) {
                             Ok(Ok(_)) => {}
                             Ok(Err(e)) => tracing::warn!(error = %e, "deletion reaper"),

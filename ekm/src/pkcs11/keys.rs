@@ -241,8 +241,10 @@ pub fn remove(session: &Session, id: &ExternalKeyId) -> Result<()> {
     Ok(())
 }
 
-/// Checks that an HSM object may be adopted: an AES-256 token key that can never leave the
-/// token (sensitive, not extractable).
+/// Checks that an HSM object may be adopted: an AES-256 private token key that can never leave
+/// the token (sensitive, non-extractable). A key that was imported or once extractable
+/// (`CKA_ALWAYS_SENSITIVE` or `CKA_NEVER_EXTRACTABLE` false, e.g. material a company brought
+/// into its HSM on purpose) is adopted with a warning in the log.
 pub fn check_adoptable(session: &Session, object: ObjectHandle) -> Result<()> {
     let attrs = session
         .get_attributes(
@@ -251,21 +253,28 @@ pub fn check_adoptable(session: &Session, object: ObjectHandle) -> Result<()> {
                 AttributeType::KeyType,
                 AttributeType::ValueLen,
                 AttributeType::Token,
+                AttributeType::Private,
                 AttributeType::Sensitive,
                 AttributeType::Extractable,
+                AttributeType::AlwaysSensitive,
+                AttributeType::NeverExtractable,
             ],
         )
         .map_err(hsm_error)?;
     let mut aes = false;
     let mut len = 0u64;
-    let (mut token, mut sensitive, mut extractable) = (false, false, true);
+    let (mut token, mut private, mut sensitive, mut extractable) = (false, false, false, true);
+    let (mut always_sensitive, mut never_extractable) = (false, false);
     for attr in attrs {
         match attr {
             Attribute::KeyType(t) => aes = t == KeyType::AES,
             Attribute::ValueLen(l) => len = l.into(),
             Attribute::Token(b) => token = b,
+            Attribute::Private(b) => private = b,
             Attribute::Sensitive(b) => sensitive = b,
             Attribute::Extractable(b) => extractable = b,
+            Attribute::AlwaysSensitive(b) => always_sensitive = b,
+            Attribute::NeverExtractable(b) => never_extractable = b,
             _ => {}
         }
     }
@@ -274,12 +283,36 @@ pub fn check_adoptable(session: &Session, object: ObjectHandle) -> Result<()> {
             "only AES-256 secret keys can be adopted".into(),
         ));
     }
-    if !token || !sensitive || extractable {
+    if !token || !private || !sensitive || extractable {
         return Err(Error::Validation(
-            "refusing to adopt a key that is not a sensitive, non-extractable token object".into(),
+            "refusing to adopt a key that is not a private, sensitive, non-extractable token \
+             object"
+                .into(),
         ));
     }
+    if !always_sensitive || !never_extractable {
+        tracing::warn!(
+            always_sensitive,
+            never_extractable,
+            "adopting a key that was imported or once extractable: copies of its value may \
+             exist outside the HSM"
+        );
+    }
     Ok(())
+}
+
+/// What adoption sets on the key: the requested usage, and nothing else it could be used for
+/// (no wrapping, unwrapping, derivation or MACs).
+pub fn adopted_attributes(usage: KeyUsage) -> Vec<Attribute> {
+    vec![
+        Attribute::Encrypt(usage.encrypt),
+        Attribute::Decrypt(usage.decrypt),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
+        Attribute::Sign(false),
+        Attribute::Verify(false),
+    ]
 }
 
 #[cfg(test)]

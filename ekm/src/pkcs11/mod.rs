@@ -150,7 +150,9 @@ struct Inner {
     token: Arc<Token>,
     config: Pkcs11Config,
     directory: RwLock<HashMap<ExternalKeyId, Cached>>,
-    admin: tokio::sync::Mutex<()>,
+    /// Serialises this process's admin changes. The guard travels into the worker job, so a
+    /// change whose caller stopped waiting still holds it until the HSM work is done.
+    admin: Arc<tokio::sync::Mutex<()>>,
     health: Mutex<Option<Health>>,
     /// Keeps the login alive while workers reopen sessions.
     _login: Mutex<Session>,
@@ -207,7 +209,7 @@ impl Pkcs11KeyManager {
             token,
             config,
             directory: RwLock::new(HashMap::new()),
-            admin: tokio::sync::Mutex::new(()),
+            admin: Arc::new(tokio::sync::Mutex::new(())),
             health: Mutex::new(None),
             _login: Mutex::new(login),
         });
@@ -349,11 +351,12 @@ impl Inner {
     where
         F: Fn(&mut HsmSession, &mut KeyRecord) -> Result<bool> + Send + 'static,
     {
-        let _admin = self.admin.lock().await;
+        let admin = Arc::clone(&self.admin).lock_owned().await;
         let key = id.clone();
         let deadline = ctx.deadline;
         let record = self
             .on_worker(deadline, move |s| {
+                let _admin = admin;
                 for attempt in 1..=MAX_ATTEMPTS {
                     let base = keys::load(s.session()?, &key)?
                         .ok_or_else(|| Error::KeyNotFound(key.clone()))?;
@@ -386,11 +389,12 @@ impl Inner {
     where
         F: Fn(&mut HsmSession, &ExternalKeyId) -> Result<KeyRecord> + Send + 'static,
     {
-        let _admin = self.admin.lock().await;
+        let admin = Arc::clone(&self.admin).lock_owned().await;
         let key = id.clone();
         let deadline = ctx.deadline;
         let record = self
             .on_worker(deadline, move |s| {
+                let _admin = admin;
                 for attempt in 1..=MAX_ATTEMPTS {
                     if keys::load(s.session()?, &key)?.is_some() {
                         return Err(Error::KeyAlreadyExists(key.to_string()));
@@ -417,11 +421,12 @@ impl Inner {
     }
 
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<Vec<ExternalKeyId>> {
-        let _admin = self.admin.lock().await;
+        let admin = Arc::clone(&self.admin).lock_owned().await;
         let deadline = Instant::now() + Duration::from_secs(30);
         let now = now.unix_timestamp();
         let purged = self
             .on_worker(deadline, move |s| {
+                let _admin = admin;
                 let mut purged = Vec::new();
                 for record in keys::load_all(s.session()?)? {
                     if !record.deletion_due(now) {
@@ -519,9 +524,17 @@ impl KeyManager for Pkcs11KeyManager {
         self.inner
             .insert(ctx, id, move |s, id| {
                 let label = label.clone();
-                let object = s.find_secret_key(&label).map_err(|_| {
-                    Error::Validation("no single secret key object has this label".into())
-                })?;
+                let object = match s.find_secret_key_opt(&label) {
+                    Ok(Some(object)) => object,
+                    Ok(None) => {
+                        return Err(Error::Validation(
+                            "no secret key object has this label".into(),
+                        ));
+                    }
+                    // Several objects share the label: the caller must make it unique first.
+                    Err(Error::Internal(reason)) => return Err(Error::Validation(reason)),
+                    Err(e) => return Err(e),
+                };
                 let session = s.session()?;
                 keys::check_adoptable(session, object)?;
                 let managed = keys::load_all(session)?;
@@ -533,13 +546,7 @@ impl KeyManager for Pkcs11KeyManager {
                 }
                 let _exclusive = keys::writing();
                 session
-                    .update_attributes(
-                        object,
-                        &[
-                            cryptoki::object::Attribute::Encrypt(usage.encrypt),
-                            cryptoki::object::Attribute::Decrypt(usage.decrypt),
-                        ],
-                    )
+                    .update_attributes(object, &keys::adopted_attributes(usage))
                     .map_err(hsm_error)?;
                 Ok(KeyRecord::new(
                     id.clone(),
