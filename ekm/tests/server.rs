@@ -651,3 +651,78 @@ async fn join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> V
     .await;
     outputs.into_iter().map(Option::unwrap).collect()
 }
+
+/// Requests refused before any handler ran (unknown path, wrong method, a body the JSON
+/// extractor refuses) get an `x-request-id` and a log line like every other request.
+#[actix_web::test]
+async fn refused_requests_are_logged_with_an_id() {
+    let logs = logs();
+    let (_token, m) = pkcs11_manager("refused").await;
+    let r = start(Arc::new(m));
+    let c = client(&r);
+    let base = format!("https://localhost:{}", r.port);
+    let big = vec![b'a'; 2 * 1024 * 1024];
+    let cases: Vec<(&str, awc::ClientRequest, Option<Vec<u8>>, u16)> = vec![
+        (
+            "unknown path",
+            c.get(format!("{base}/v2/nothing")),
+            None,
+            404,
+        ),
+        (
+            "wrong method",
+            c.delete(format!("{base}/v1/keys")),
+            None,
+            405,
+        ),
+        (
+            "malformed JSON",
+            c.post(format!("{base}/v1/keys/k/encrypt"))
+                .insert_header(("content-type", "application/json")),
+            Some(b"{not json".to_vec()),
+            400,
+        ),
+        (
+            "body too large",
+            c.post(format!("{base}/v1/keys/k/encrypt"))
+                .insert_header(("content-type", "application/json")),
+            Some(big),
+            413,
+        ),
+    ];
+    for (what, request, body, status) in cases {
+        let response = match body {
+            Some(body) => request.send_body(body).await,
+            None => request.send().await,
+        }
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(response.status().as_u16(), status, "{what}");
+        let id = response
+            .headers()
+            .get("x-request-id")
+            .unwrap_or_else(|| panic!("{what}: no x-request-id"))
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let logged = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+        let line = logged
+            .lines()
+            .find(|l| l.contains(&format!("\"request_id\":\"{id}\"")))
+            .unwrap_or_else(|| panic!("{what}: no log line for {id}"));
+        assert!(
+            line.contains(&format!("\"status\":{status}")),
+            "{what}: {line}"
+        );
+    }
+    // A caller's plain id is kept.
+    let response = c
+        .get(format!("{base}/v2/nothing"))
+        .insert_header(("x-request-id", "caller-id-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers().get("x-request-id").unwrap(),
+        "caller-id-1"
+    );
+}

@@ -111,6 +111,7 @@ impl Application {
         let api_state = state.clone();
         let api = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(routes::log_refused))
                 .app_data(api_state.clone())
                 .app_data(routes::json_config(api_state.settings.max_body_bytes))
                 .configure(routes::api)

@@ -121,7 +121,13 @@ async fn method_not_allowed() -> HttpResponse {
 
 /// Caller request ids are kept when they are short and plain (no log injection).
 fn request_id(req: &HttpRequest) -> String {
-    if let Some(given) = req.headers().get(wire::REQUEST_ID_HEADER) {
+    request_id_from(req.headers().get(wire::REQUEST_ID_HEADER))
+}
+
+/// The request id for a caller's `x-request-id` value (if any): kept when short and plain,
+/// otherwise a fresh random one.
+fn request_id_from(given: Option<&actix_web::http::header::HeaderValue>) -> String {
+    if let Some(given) = given {
         if let Ok(text) = given.to_str() {
             let plain = text
                 .bytes()
@@ -304,6 +310,42 @@ where
         );
     }
     response
+}
+
+/// Logs requests that never reached a handler (unknown path, wrong method, a body refused by
+/// the JSON extractor: too large, wrong content type, malformed) like the others, and gives
+/// their responses an `x-request-id`. Responses from [`call`] already carry one and are
+/// logged there, with more detail.
+pub(super) async fn log_refused(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    use actix_web::http::header::{HeaderName, HeaderValue};
+    let started = Instant::now();
+    let given = req.headers().get(wire::REQUEST_ID_HEADER).cloned();
+    let method = req.method().clone();
+    let mut path = req.path().to_owned();
+    if let Some((cut, _)) = path.char_indices().nth(200) {
+        path.truncate(cut);
+    }
+    let mut response = next.call(req).await?;
+    let header = HeaderName::from_static(wire::REQUEST_ID_HEADER);
+    if !response.headers().contains_key(&header) {
+        let id = request_id_from(given.as_ref());
+        tracing::info!(
+            request_id = %id,
+            op = "-",
+            method = %method,
+            path = %path,
+            status = response.status().as_u16(),
+            latency_us = started.elapsed().as_micros() as u64,
+            "request refused before a handler"
+        );
+        if let Ok(value) = HeaderValue::from_str(&id) {
+            response.headers_mut().insert(header, value);
+        }
+    }
+    Ok(response)
 }
 
 async fn create_key(
