@@ -726,3 +726,60 @@ async fn refused_requests_are_logged_with_an_id() {
         "caller-id-1"
     );
 }
+
+/// `/metrics` on the liveness port: per-operation latency, HSM time, errors by code (requests
+/// refused before a handler included), the queue and the health state; no key ids.
+#[actix_web::test]
+async fn metrics_on_the_liveness_port() {
+    let (_token, m) = pkcs11_manager("metrics").await;
+    let r = start(Arc::new(m));
+    let c = client(&r);
+    let (status, key) = call(
+        &c,
+        &r,
+        "/v1/keys",
+        Some(json!({"usage": ["ENCRYPT", "DECRYPT"]})),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 201, "{key}");
+    let key = key["externalKeyId"].as_str().unwrap().to_owned();
+    for _ in 0..3 {
+        let (status, _) = call(
+            &c,
+            &r,
+            &format!("/v1/keys/{key}/encrypt"),
+            Some(json!({"plaintext": b64(b"metrics"), "additionalAuthenticatedData": ""})),
+            &[],
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let (status, _) = call(&c, &r, "/v1/keys/no-such-key", None, &[]).await;
+    assert_eq!(status, 404);
+    let (status, _) = call(&c, &r, "/v2/nothing", None, &[]).await;
+    assert_eq!(status, 404);
+    let text = awc::Client::default()
+        .get(format!("http://127.0.0.1:{}/metrics", r.liveness_port))
+        .send()
+        .await
+        .unwrap()
+        .body()
+        .await
+        .unwrap();
+    let text = String::from_utf8(text.to_vec()).unwrap();
+    for expected in [
+        "ekm_request_duration_seconds_count{op=\"encrypt\"} 3",
+        "ekm_hsm_duration_seconds_count{op=\"encrypt\"} 3",
+        "ekm_errors_total{op=\"describe-key\",error=\"KeyNotFound\"} 1",
+        "ekm_errors_total{op=\"refused\",error=\"UnknownPath\"} 1",
+        "ekm_hsm_queue_capacity 256",
+        "ekm_health 2",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from:\n{text}"
+        );
+    }
+    assert!(!text.contains(&key), "no key ids in metrics");
+}

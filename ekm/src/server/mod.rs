@@ -1,5 +1,5 @@
 //! The EKM server: the `/v1` JSON API over HTTPS (mTLS by default) in front of an
-//! `Arc<dyn KeyManager>`, and a plain-HTTP liveness port (`/ping`, `/ready`).
+//! `Arc<dyn KeyManager>`, and a plain-HTTP liveness port (`/ping`, `/ready`, `/metrics`).
 //!
 //! `Application::build` binds both listeners (port 0 works; read the real ports back), then
 //! `run_until_stopped` serves. Each API call gets a request id (the caller's `x-request-id` if
@@ -9,6 +9,7 @@
 //! error code, latency. Never plaintext, AAD or key material.
 
 pub mod error;
+pub mod metrics;
 mod routes;
 pub mod tls;
 
@@ -64,6 +65,7 @@ impl Default for ServerSettings {
 pub(crate) struct AppState {
     pub manager: Arc<dyn KeyManager>,
     pub settings: ServerSettings,
+    pub metrics: metrics::Metrics,
 }
 
 /// The bound, not yet running, server.
@@ -107,6 +109,7 @@ impl Application {
         let state = web::Data::new(AppState {
             manager,
             settings: settings.clone(),
+            metrics: metrics::Metrics::default(),
         });
         let api_state = state.clone();
         let api = HttpServer::new(move || {

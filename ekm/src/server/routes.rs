@@ -70,7 +70,15 @@ pub(super) fn liveness(cfg: &mut web::ServiceConfig) {
         "/ping",
         web::get().to(|| async { HttpResponse::Ok().body("ok") }),
     )
-    .route("/ready", web::get().to(ready));
+    .route("/ready", web::get().to(ready))
+    .route("/metrics", web::get().to(metrics));
+}
+
+async fn metrics(state: State) -> HttpResponse {
+    let text = state.metrics.encode(state.manager.as_ref()).await;
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(text)
 }
 
 /// JSON body limits and errors in the API's format.
@@ -279,8 +287,16 @@ where
         }
         Err(e) => Err(e),
     };
-    let latency_us = started.elapsed().as_micros() as u64;
+    let latency = started.elapsed();
+    let latency_us = latency.as_micros() as u64;
     let (queue_us, hsm_us) = timings.get();
+    state.metrics.observe(
+        op,
+        latency,
+        Duration::from_micros(queue_us),
+        Duration::from_micros(hsm_us),
+        result.as_ref().err().map(error::code),
+    );
     let mut response = match result {
         Ok(response) => {
             tracing::info!(request_id = %id, op, key_id = %key, status = response.status().as_u16(), latency_us, queue_us, hsm_us, "request");
@@ -322,6 +338,7 @@ pub(super) async fn log_refused(
 ) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
     use actix_web::http::header::{HeaderName, HeaderValue};
     let started = Instant::now();
+    let state = req.app_data::<State>().cloned();
     let given = req.headers().get(wire::REQUEST_ID_HEADER).cloned();
     let method = req.method().clone();
     let mut path = req.path().to_owned();
@@ -343,6 +360,17 @@ pub(super) async fn log_refused(
         );
         if let Ok(value) = HeaderValue::from_str(&id) {
             response.headers_mut().insert(header, value);
+        }
+        if let Some(state) = state {
+            let code = match response.status().as_u16() {
+                400 => wire::ErrorCode::ValidationError,
+                404 => wire::ErrorCode::UnknownPath,
+                405 => wire::ErrorCode::MethodNotAllowed,
+                413 => wire::ErrorCode::PayloadTooLarge,
+                _ => wire::ErrorCode::Internal,
+            };
+            let zero = Duration::ZERO;
+            (state.metrics).observe("refused", started.elapsed(), zero, zero, Some(code));
         }
     }
     Ok(response)
