@@ -194,6 +194,7 @@ impl Pkcs11KeyManager {
             ),
             pin: config.pin.clone(),
             profile: config.profile.clone(),
+            destroyed: std::sync::atomic::AtomicU64::new(0),
         });
         let login = token.open_session()?;
         let worker_token = Arc::clone(&token);
@@ -437,7 +438,7 @@ impl Inner {
                             let _exclusive = keys::writing();
                             keys::destroy_if_present(s.session()?, object)?;
                         }
-                        s.forget(&version.label);
+                        s.destroyed(&version.label);
                     }
                     keys::remove(s.session()?, &record.id)?;
                     purged.push(record.id);
@@ -467,7 +468,7 @@ fn discard_new_versions(
             let _exclusive = keys::writing();
             keys::destroy_if_present(s.session()?, object)?;
         }
-        s.forget(&version.label);
+        s.destroyed(&version.label);
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use cryptoki::context::{Function, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -38,6 +39,10 @@ pub struct Token {
     pub pin: SecretString,
     /// Vendor quirks.
     pub profile: VendorProfile,
+    /// Key objects destroyed so far by any worker. A worker that sees it change clears its
+    /// handle cache: an HSM may hand a destroyed object's handle number to a new object, and a
+    /// label can come back (an adopted key purged, then the same label adopted again).
+    pub destroyed: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Token {
@@ -114,6 +119,8 @@ pub struct HsmSession {
     token: Arc<Token>,
     session: Option<Session>,
     handles: HashMap<String, ObjectHandle>,
+    /// `Token::destroyed` when the cache was last known good.
+    seen_destroyed: u64,
 }
 
 impl std::fmt::Debug for HsmSession {
@@ -133,6 +140,7 @@ impl HsmSession {
     pub fn open(token: Arc<Token>) -> Result<Self> {
         let session = token.open_session()?;
         Ok(Self {
+            seen_destroyed: token.destroyed.load(Ordering::Acquire),
             token,
             session: Some(session),
             handles: HashMap::new(),
@@ -173,9 +181,11 @@ impl HsmSession {
         self.handles.clear();
     }
 
-    /// Forgets a cached handle (after the object was destroyed).
-    pub fn forget(&mut self, label: &str) {
+    /// Records that the key object labelled `label` was destroyed: every worker's cached
+    /// handles are dropped before their next use.
+    pub fn destroyed(&mut self, label: &str) {
         self.handles.remove(label);
+        self.token.destroyed.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Looks up the single secret key object labelled `label`, if there is one.
@@ -217,6 +227,11 @@ impl HsmSession {
         label: &str,
         op: impl Fn(&Session, ObjectHandle) -> cryptoki::error::Result<T>,
     ) -> std::result::Result<T, KeyOpError> {
+        let destroyed = self.token.destroyed.load(Ordering::Acquire);
+        if destroyed != self.seen_destroyed {
+            self.handles.clear();
+            self.seen_destroyed = destroyed;
+        }
         let mut fresh = false;
         let mut handle = match self.handles.get(label) {
             Some(handle) => *handle,
