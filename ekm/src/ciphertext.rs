@@ -118,7 +118,23 @@ impl Limits {
         if self.max_data_bytes == 0 {
             return Err(Error::Config("max_data_bytes must be positive".into()));
         }
+        if !self.meets_xks() {
+            tracing::warn!(
+                max_data_bytes = self.max_data_bytes,
+                max_aad_bytes = self.max_aad_bytes,
+                "limits below the XKS minima ({} B data, {} B AAD): the XKI proxy will forward \
+                 requests this EKM refuses",
+                schemas::xki::SPEC_MIN_DATA_BYTES,
+                schemas::xki::SPEC_MIN_AAD_BYTES
+            );
+        }
         Ok(self)
+    }
+
+    /// Whether these limits accept every request the XKS spec says must be accepted.
+    pub fn meets_xks(&self) -> bool {
+        self.max_data_bytes >= schemas::xki::SPEC_MIN_DATA_BYTES
+            && self.max_aad_bytes >= schemas::xki::SPEC_MIN_AAD_BYTES
     }
 
     /// Checks an encrypt request's sizes.
@@ -180,6 +196,17 @@ pub fn split_tag(mut sealed: Vec<u8>) -> Result<(Vec<u8>, Vec<u8>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_limits_meet_the_spec() {
+        assert!(Limits::default().meets_xks());
+        let small = Limits {
+            max_data_bytes: 1024,
+            max_aad_bytes: 8192,
+        };
+        assert!(!small.meets_xks());
+        assert!(small.check().is_ok(), "allowed, with a warning");
+    }
 
     #[test]
     fn metadata_round_trip() {
