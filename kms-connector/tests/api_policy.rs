@@ -338,3 +338,59 @@ async fn another_account_named_by_the_policy_may_use_the_key() {
         .await
         .expect("Forbidden.NoPermission", 403);
 }
+
+/// UpdateAlias needs `kms:UpdateAlias` on the key the alias points to now, not only on the new
+/// target: otherwise a caller could redirect an alias other applications encrypt through to a
+/// key of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_alias_needs_the_current_key_too() {
+    let app = TestApp::start().await;
+    let root = app.root();
+    let victim = key_with(
+        &root,
+        &policy(vec![statement("Allow", &Who::Root.principal(), &["kms:*"])]),
+    )
+    .await;
+    let attackers = key_with(
+        &root,
+        &policy(vec![
+            statement("Allow", &Who::Root.principal(), &["kms:*"]),
+            statement("Allow", &Who::App.principal(), &["kms:*"]),
+        ]),
+    )
+    .await;
+    root.ok(
+        "CreateAlias",
+        &[("AliasName", "alias/prod"), ("KeyId", &victim)],
+    )
+    .await;
+    app.client(Who::App)
+        .call(
+            "UpdateAlias",
+            &[("AliasName", "alias/prod"), ("KeyId", &attackers)],
+        )
+        .await
+        .expect("Forbidden.NoPermission", 403);
+    let described = root.ok("DescribeKey", &[("KeyId", "alias/prod")]).await;
+    assert_eq!(described["KeyMetadata"]["KeyId"], victim.as_str());
+    // Allowed on both keys: the alias moves.
+    root.ok(
+        "UpdateAlias",
+        &[("AliasName", "alias/prod"), ("KeyId", &attackers)],
+    )
+    .await;
+}
+
+/// A policy whose Action has a multi-byte character around byte 4 is a validation error, not
+/// a crash of the worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_with_multibyte_action_is_refused() {
+    let app = TestApp::start().await;
+    let root = app.root();
+    for action in ["kmsé", "km€:Encrypt", "é"] {
+        let document = policy(vec![statement("Allow", &Who::Root.principal(), &[action])]);
+        let reply = root.call("CreateKey", &[("Policy", &document)]).await;
+        assert_eq!(reply.status, 400, "{action}: {}", reply.body);
+    }
+    root.ok("ListKeys", &[]).await; // the server is still up
+}

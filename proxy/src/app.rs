@@ -18,6 +18,9 @@ use crate::tenancy::{KeyStores, Tenancy};
 use crate::tls::{TlsError, TlsState};
 use crate::xki::{XkiState, handle};
 
+/// Shortest admin bearer token accepted (`xki-proxy` refuses to start with a shorter one).
+pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
+
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -197,6 +200,14 @@ impl Application {
             .as_ref()
             .map(|t| t.resolve().map_err(ConfigError::from))
             .transpose()?;
+        if let Some(token) = &admin_token {
+            if token.expose().len() < MIN_ADMIN_TOKEN_BYTES {
+                return Err(ConfigError::Invalid(format!(
+                    "ops.admin_token must be at least {MIN_ADMIN_TOKEN_BYTES} characters"
+                ))
+                .into());
+            }
+        }
         let ops_state = web::Data::new(OpsState {
             health: health.clone(),
             metrics: metrics.clone(),

@@ -417,6 +417,13 @@ impl Config {
         if self.limits.deadline_ms == 0 {
             return invalid("limits.deadline_ms must be positive".into());
         }
+        if let BackendConfig::Remote { url, .. } = &self.backend {
+            if !url.starts_with("https://") {
+                return invalid(format!(
+                    "backend.url {url:?} must be https:// (the EKM API is mTLS only)"
+                ));
+            }
+        }
         if self.health.fleet_size == 0 {
             return invalid("health.fleet_size must be at least 1".into());
         }
@@ -461,5 +468,39 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_backend(backend: &str) -> Result<Config, ConfigError> {
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ncert_file = \"s.pem\"\nkey_file = \"s.key\"\n\
+             [backend]\n{backend}\n\
+             [[key_store]]\nprefix = \"\"\nregions = [\"r\"]\n\
+             credentials = [{{ access_key_id = \"AKIDEXAMPLEEXAMPLEAB\", secret = {{ env = \"X\" }} }}]\n"
+        );
+        Config::from_toml(&text, std::iter::empty(), Path::new("/etc/xki"))
+    }
+
+    #[test]
+    fn the_remote_ekm_is_https_only() {
+        let files = "ca_file = \"ca.pem\"\ncert_file = \"c.pem\"\nkey_file = \"c.key\"";
+        let ok = with_backend(&format!(
+            "kind = \"remote\"\nurl = \"https://ekm:9443\"\n{files}"
+        ));
+        assert!(ok.is_ok(), "{:?}", ok.err());
+        let plain = with_backend(&format!(
+            "kind = \"remote\"\nurl = \"http://ekm:9443\"\n{files}"
+        ));
+        assert!(
+            plain
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("https")),
+            "{:?}",
+            plain.err()
+        );
     }
 }

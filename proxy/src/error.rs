@@ -52,7 +52,10 @@ impl From<ekm::Error> for XkiError {
         // The ekm messages carry no key material or request data; internal details of an HSM
         // failure stay in our logs, the customer sees a generic line.
         let message = match name {
-            ErrorName::InternalException => "the external key manager failed".to_owned(),
+            ErrorName::InternalException => {
+                tracing::warn!(target: "xki_proxy::backend", error = %e, "key manager failure");
+                "the external key manager failed".to_owned()
+            }
             _ => e.to_string(),
         };
         Self { name, message }

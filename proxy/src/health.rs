@@ -73,7 +73,14 @@ impl HealthCache {
     /// Runs one probe now and stores its result.
     pub async fn refresh(&self, backend: &dyn KeyManager, metrics: &Metrics) {
         let ctx = OpContext::new("health-probe", Duration::from_secs(5));
-        let fleet = match backend.health(&ctx).await {
+        let result = backend.health(&ctx).await;
+        // The key manager may answer from its own cache: the snapshot is as old as its probe.
+        let age = result
+            .as_ref()
+            .ok()
+            .and_then(|h| Duration::try_from(time::OffsetDateTime::now_utc() - h.checked_at).ok())
+            .unwrap_or_default();
+        let fleet = match result {
             Ok(h) if !h.hsms.is_empty() => h
                 .hsms
                 .iter()
@@ -107,9 +114,10 @@ impl HealthCache {
                 })
                 .set(level);
         }
+        let now = Instant::now();
         *self.latest.write().unwrap_or_else(|e| e.into_inner()) = Some(Snapshot {
             fleet,
-            taken: Instant::now(),
+            taken: now.checked_sub(age).unwrap_or(now),
         });
     }
 

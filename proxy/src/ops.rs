@@ -172,9 +172,11 @@ fn check_token(req: &HttpRequest, state: &OpsState) -> Result<(), HttpResponse> 
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let expected = token.expose().as_bytes();
+    // An empty token never matches (the config refuses one; this is the second line).
+    let matches = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(expected)));
+    if matches && !expected.is_empty() {
         Ok(())
     } else {
         Err(admin_error(

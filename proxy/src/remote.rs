@@ -46,6 +46,8 @@ impl RemoteKeyManager {
             .tcp_nodelay(true)
             .tcp_keepalive(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
             .build()
             .map_err(|e| TlsError::ClientCa(e.to_string()))?;
         Ok(Self {

@@ -116,3 +116,16 @@ async fn the_admin_api_requires_its_bearer_token() {
         "{keys}"
     );
 }
+
+/// An admin token that is empty or short is refused at start: with an empty one, a request
+/// without any `Authorization` header would have matched it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_or_short_admin_tokens_are_refused() {
+    for token in ["", "short"] {
+        let error = Proxy::try_start(Setup::new(), token)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{token:?} accepted"));
+        assert!(error.contains("admin_token"), "{token:?}: {error}");
+    }
+}

@@ -32,15 +32,19 @@ pub async fn create_alias(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
     Ok(Reply::new())
 }
 
-/// UpdateAlias: only the target key's state matters.
+/// UpdateAlias: `kms:UpdateAlias` on the key the alias points to now and on the new target
+/// (otherwise a caller could take over an alias that other applications encrypt through); only
+/// the new target's state matters.
 pub async fn update_alias(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
     let name = alias_name(ctx)?;
     let state = ctx.state;
     // The alias must exist before anything is said about the new target.
-    state
+    let alias = state
         .store
         .get_alias(&state.account_id, &state.region, name.as_str())
         .await?;
+    let current = state.store.get_key(&alias.key_id).await?;
+    ctx.authorize(&current, ctx.action.permission()).await?;
     let key = ctx.key_for_action("KeyId").await?;
     state
         .store

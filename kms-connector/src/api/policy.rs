@@ -203,7 +203,7 @@ fn parse_statement(value: &Value) -> Result<Statement, String> {
     let actions = strings(object.get("Action"), "Action")?;
     if actions
         .iter()
-        .any(|a| a.len() < 5 || !a[..4].eq_ignore_ascii_case("kms:"))
+        .any(|a| a.len() < 5 || !a.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("kms:")))
     {
         return Err("every Action must start with kms:".into());
     }

@@ -231,6 +231,15 @@ impl std::fmt::Debug for Proxy {
 impl Proxy {
     /// Starts the proxy on the process's PKCS#11 manager. Returns once both ports are bound.
     pub async fn start(setup: Setup) -> Self {
+        let admin_token = format!("admin-{}", uuid::Uuid::new_v4());
+        Self::try_start(setup, &admin_token)
+            .await
+            .unwrap_or_else(|e| panic!("proxy did not start: {e}"))
+    }
+
+    /// Starts the proxy with `admin_token` in its token file; the start error, if any.
+    pub async fn try_start(setup: Setup, admin_token: &str) -> Result<Self, String> {
+        let admin_token = admin_token.to_owned();
         let backend = Arc::new(Backend::new());
         let dir = tempfile::Builder::new()
             .prefix("xki-proxy-test-")
@@ -242,7 +251,6 @@ impl Proxy {
             .unwrap();
         std::fs::write(dir.path().join("server.pem"), &server.cert_pem).unwrap();
         std::fs::write(dir.path().join("server.key"), &server.key_pem).unwrap();
-        let admin_token = format!("admin-{}", uuid::Uuid::new_v4());
         std::fs::write(dir.path().join("admin.token"), &admin_token).unwrap();
         let config = setup.config(dir.path());
 
@@ -265,11 +273,8 @@ impl Proxy {
                 });
             })
             .unwrap();
-        let (port, ops_port, reloader, handles) = started_rx
-            .recv()
-            .unwrap()
-            .unwrap_or_else(|e| panic!("proxy did not start: {e}"));
-        Self {
+        let (port, ops_port, reloader, handles) = started_rx.recv().unwrap()?;
+        Ok(Self {
             port,
             ops_port,
             backend,
@@ -279,7 +284,7 @@ impl Proxy {
             reloader,
             handles,
             dir,
-        }
+        })
     }
 
     /// Starts the proxy with [`Setup::new`].
