@@ -306,7 +306,15 @@ impl TlsState {
             None => builder.with_no_client_auth(),
         };
         let mut config = builder.with_cert_resolver(self.cert.clone());
-        config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+        if self.client.is_some() {
+            // A resumed session skips client-certificate verification: with mTLS, a reload that
+            // drops a CA or a name must end access at once, so no session is ever resumed
+            // (KMS keeps its connections alive; full handshakes are rare).
+            config.send_tls13_tickets = 0;
+            config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        } else {
+            config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+        }
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(config)
     }

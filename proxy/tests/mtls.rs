@@ -240,3 +240,34 @@ async fn mtls_names_and_cas_reload_for_new_connections() {
     )
     .await;
 }
+
+/// A reload that drops a client's CA also ends that client's TLS session resumption: a resumed
+/// session skips client-certificate verification, so with mTLS on the proxy offers none.
+#[actix_web::test]
+async fn a_reload_is_not_bypassed_by_session_resumption() {
+    let client_ca = certs::Authority::new("KMS client test CA").unwrap();
+    let next_ca = certs::Authority::new("KMS client next CA").unwrap();
+    let mut proxy = mtls_proxy(&client_ca).await;
+    let us = client_ca.issue_client(KMS_CLIENT_NAME, &[]).unwrap();
+    // One client configuration per version, reused: clones share its session cache.
+    let configs: Vec<_> = [tls13(), tls12()]
+        .iter()
+        .map(|options| client_config(proxy.ca.cert_pem(), Some(&us), options))
+        .collect();
+    for config in &configs {
+        for _ in 0..2 {
+            assert_eq!(attempt(proxy.port, config.clone()).await.unwrap(), 401);
+        }
+    }
+    let mut setup = proxy.setup.clone();
+    setup.mtls = Some(Mtls {
+        ca_pems: vec![next_ca.cert_pem().to_owned()],
+        allowed_names: vec![KMS_CLIENT_NAME.into()],
+    });
+    proxy.apply(setup).unwrap();
+    for (config, version) in configs.iter().zip(["TLS 1.3", "TLS 1.2"]) {
+        if let Ok(status) = attempt(proxy.port, config.clone()).await {
+            panic!("{version}: a client of the dropped CA got HTTP {status} after the reload");
+        }
+    }
+}
