@@ -248,6 +248,7 @@ async fn serve(
                     authorize(&store, &request.request_metadata, &key)?;
                     let ctx = context(trace, state);
                     let started = Instant::now();
+                    let (plaintext_len, want_cdiv) = (valid.plaintext.len(), valid.want_cdiv);
                     let result = within_deadline(
                         state,
                         state.backend.encrypt(
@@ -263,6 +264,7 @@ async fn serve(
                     .await;
                     record_backend(state, trace, &ctx, started);
                     let out = result?;
+                    check_sealed(&out, plaintext_len, want_cdiv)?;
                     Ok(HttpResponse::Ok().json(EncryptResponse {
                         ciphertext: b64::encode(&out.ciphertext),
                         ciphertext_metadata: (!out.ciphertext_metadata.is_empty())
@@ -459,5 +461,67 @@ pub fn metadata_response(info: &ekm::KeyInfo) -> MetadataResponse {
             ekm::KeyState::Enabled => KeyStatus::Enabled,
             _ => KeyStatus::Disabled,
         },
+    }
+}
+
+/// What a key manager (a remote EKM above all) returned for an encrypt must be something KMS
+/// accepts: GCM output as long as the plaintext, a 12- or 16-byte IV, a 16-byte tag, at most
+/// 20 bytes of ciphertext metadata, and the integrity value when one was asked for (a MUST).
+fn check_sealed(
+    out: &ekm::EncryptOutput,
+    plaintext_len: usize,
+    want_cdiv: bool,
+) -> Result<(), ekm::Error> {
+    use schemas::xki::{IV_LENGTHS, MAX_CIPHERTEXT_METADATA_BYTES, TAG_BYTES};
+    let problem = if out.ciphertext.len() != plaintext_len {
+        "ciphertext length differs from the plaintext's"
+    } else if !IV_LENGTHS.contains(&out.iv.len()) {
+        "IV length"
+    } else if out.tag.len() != TAG_BYTES {
+        "tag length"
+    } else if out.ciphertext_metadata.len() > MAX_CIPHERTEXT_METADATA_BYTES {
+        "ciphertext metadata longer than 20 bytes"
+    } else if want_cdiv && out.cdiv.is_none() {
+        "missing ciphertext data integrity value"
+    } else {
+        return Ok(());
+    };
+    Err(ekm::Error::Internal(format!(
+        "the key manager returned an unusable encrypt result: {problem}"
+    )))
+}
+
+#[cfg(test)]
+mod sealed_tests {
+    use super::*;
+
+    #[test]
+    fn unusable_encrypt_results_are_refused() {
+        let good = ekm::EncryptOutput {
+            ciphertext: vec![0; 5],
+            iv: vec![0; 12],
+            tag: vec![0; 16],
+            ciphertext_metadata: vec![1, 0, 0, 0, 1],
+            cdiv: Some([0; 32]),
+            key_version: 1,
+        };
+        assert!(check_sealed(&good, 5, true).is_ok());
+        type Spoil = fn(&mut ekm::EncryptOutput);
+        let bad: [(Spoil, &str); 5] = [
+            (|o| o.ciphertext.push(0), "ciphertext length"),
+            (|o| o.iv = vec![0; 8], "IV"),
+            (|o| o.tag.truncate(15), "tag"),
+            (|o| o.ciphertext_metadata = vec![0; 21], "metadata"),
+            (|o| o.cdiv = None, "integrity"),
+        ];
+        for (spoil, what) in bad {
+            let mut out = good.clone();
+            spoil(&mut out);
+            let error = check_sealed(&out, 5, true).unwrap_err().to_string();
+            assert!(error.contains(what), "{what}: {error}");
+        }
+        let mut no_cdiv = good.clone();
+        no_cdiv.cdiv = None;
+        assert!(check_sealed(&no_cdiv, 5, false).is_ok(), "not asked for");
     }
 }
