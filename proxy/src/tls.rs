@@ -192,9 +192,6 @@ fn webpki_verifier(ca_files: &[PathBuf]) -> Result<Arc<dyn ClientCertVerifier>, 
         .map_err(|e| TlsError::ClientCa(e.to_string()))
 }
 
-/// The CN and DNS SANs of a certificate (shared with the EKM's verifier).
-pub use ekm::server::tls::certificate_names;
-
 impl ClientCertVerifier for ClientVerifier {
     fn offer_client_auth(&self) -> bool {
         true
@@ -226,11 +223,7 @@ impl ClientCertVerifier for ClientVerifier {
         if allowed.is_empty() {
             return Ok(verified);
         }
-        let names = certificate_names(end_entity);
-        if names
-            .iter()
-            .any(|n| allowed.iter().any(|a| a.eq_ignore_ascii_case(n)))
-        {
+        if ekm::server::tls::names_allowed(end_entity, &allowed) {
             Ok(verified)
         } else {
             Err(self.fail(

@@ -129,13 +129,7 @@ async fn method_not_allowed() -> HttpResponse {
 
 /// Caller request ids are kept when they are short and plain (no log injection).
 fn request_id(req: &HttpRequest) -> String {
-    request_id_from(req.headers().get(wire::REQUEST_ID_HEADER))
-}
-
-/// The request id for a caller's `x-request-id` value (if any): kept when short and plain,
-/// otherwise a fresh random one.
-fn request_id_from(given: Option<&actix_web::http::header::HeaderValue>) -> String {
-    if let Some(given) = given {
+    if let Some(given) = req.headers().get(wire::REQUEST_ID_HEADER) {
         if let Ok(text) = given.to_str() {
             let plain = text
                 .bytes()
@@ -338,40 +332,39 @@ pub(super) async fn log_refused(
 ) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
     use actix_web::http::header::{HeaderName, HeaderValue};
     let started = Instant::now();
-    let state = req.app_data::<State>().cloned();
-    let given = req.headers().get(wire::REQUEST_ID_HEADER).cloned();
-    let method = req.method().clone();
-    let mut path = req.path().to_owned();
-    if let Some((cut, _)) = path.char_indices().nth(200) {
-        path.truncate(cut);
-    }
     let mut response = next.call(req).await?;
     let header = HeaderName::from_static(wire::REQUEST_ID_HEADER);
-    if !response.headers().contains_key(&header) {
-        let id = request_id_from(given.as_ref());
-        tracing::info!(
-            request_id = %id,
-            op = "-",
-            method = %method,
-            path = %path,
-            status = response.status().as_u16(),
-            latency_us = started.elapsed().as_micros() as u64,
-            "request refused before a handler"
-        );
-        if let Ok(value) = HeaderValue::from_str(&id) {
-            response.headers_mut().insert(header, value);
-        }
-        if let Some(state) = state {
-            let code = match response.status().as_u16() {
-                400 => wire::ErrorCode::ValidationError,
-                404 => wire::ErrorCode::UnknownPath,
-                405 => wire::ErrorCode::MethodNotAllowed,
-                413 => wire::ErrorCode::PayloadTooLarge,
-                _ => wire::ErrorCode::Internal,
-            };
-            let zero = Duration::ZERO;
-            (state.metrics).observe("refused", started.elapsed(), zero, zero, Some(code));
-        }
+    if response.headers().contains_key(&header) {
+        return Ok(response); // answered and logged by `call`
+    }
+    let request = response.request();
+    let id = request_id(request);
+    let mut path = request.path();
+    if let Some((cut, _)) = path.char_indices().nth(200) {
+        path = &path[..cut];
+    }
+    tracing::info!(
+        request_id = %id,
+        op = "-",
+        method = %request.method(),
+        path = %path,
+        status = response.status().as_u16(),
+        latency_us = started.elapsed().as_micros() as u64,
+        "request refused before a handler"
+    );
+    if let Some(state) = request.app_data::<State>() {
+        let code = match response.status().as_u16() {
+            400 => wire::ErrorCode::ValidationError,
+            404 => wire::ErrorCode::UnknownPath,
+            405 => wire::ErrorCode::MethodNotAllowed,
+            413 => wire::ErrorCode::PayloadTooLarge,
+            _ => wire::ErrorCode::Internal,
+        };
+        let zero = Duration::ZERO;
+        (state.metrics).observe("refused", started.elapsed(), zero, zero, Some(code));
+    }
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(header, value);
     }
     Ok(response)
 }

@@ -90,6 +90,13 @@ pub fn certificate_names(der: &[u8]) -> Vec<String> {
     names
 }
 
+/// Whether a certificate names (CN or DNS SAN) one of `allowed`, ASCII case-insensitively.
+pub fn names_allowed(der: &[u8], allowed: &[String]) -> bool {
+    certificate_names(der)
+        .iter()
+        .any(|n| allowed.iter().any(|a| a.eq_ignore_ascii_case(n)))
+}
+
 /// A client verifier that, after the CA chain, accepts only certificates naming one of
 /// `names`. A refused name gets the same opaque failure as a bad chain.
 #[derive(Debug)]
@@ -120,15 +127,11 @@ impl ClientCertVerifier for AllowedNames {
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
-        let names = certificate_names(end_entity);
-        if names
-            .iter()
-            .any(|n| self.names.iter().any(|a| a.eq_ignore_ascii_case(n)))
-        {
+        if names_allowed(end_entity, &self.names) {
             Ok(verified)
         } else {
             tracing::warn!(
-                presented = ?names,
+                presented = ?certificate_names(end_entity),
                 "client certificate refused: name not in server.allowed_client_names"
             );
             Err(rustls::Error::InvalidCertificate(
