@@ -70,7 +70,7 @@ impl RemoteKeyManager {
         body: Option<&B>,
     ) -> Result<T> {
         let path = match key {
-            Some(id) => format!("/keys/{id}{path}"),
+            Some(id) => format!("/keys/{}{path}", id.path_segment()),
             None => path.to_owned(),
         };
         let remaining = ctx.remaining();

@@ -1,4 +1,8 @@
-//! `externalKeyId`: 1 to 128 characters from `[A-Za-z0-9._-]`, opaque to KMS.
+//! `externalKeyId`: 1 to 128 characters from `[A-Za-z0-9._-]`, opaque to KMS, and never `.` or
+//! `..`: the id travels as a URL path segment (`…/keys/{id}/encrypt`), where those two are dot
+//! segments that HTTP clients and servers normalise away, so `..` would address another route.
+//! This is the one id rule of the workspace: the EKM, the proxy and the kms-connector all parse
+//! through [`ExternalKeyId::parse`], and every URL is built with [`ExternalKeyId::path_segment`].
 
 use std::fmt;
 
@@ -17,7 +21,17 @@ pub enum InvalidExternalKeyId {
     /// A character outside `[A-Za-z0-9._-]`.
     #[error("external key id may only contain A-Z a-z 0-9 . _ -")]
     Charset,
+    /// `.` or `..`, which a URL path cannot carry as a segment.
+    #[error("external key id must not be . or ..")]
+    DotSegment,
 }
+
+/// What [`ExternalKeyId::path_segment`] escapes: everything but RFC 3986's unreserved characters.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 impl ExternalKeyId {
     /// Longest accepted id.
@@ -34,12 +48,21 @@ impl ExternalKeyId {
         {
             return Err(InvalidExternalKeyId::Charset);
         }
+        if matches!(text, "." | "..") {
+            return Err(InvalidExternalKeyId::DotSegment);
+        }
         Ok(Self(text.to_owned()))
     }
 
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The id as one percent-encoded URL path segment. With today's charset nothing needs
+    /// escaping; building every URL through this keeps that true if the rule ever widens.
+    pub fn path_segment(&self) -> impl fmt::Display + '_ {
+        percent_encoding::utf8_percent_encode(&self.0, PATH_SEGMENT)
     }
 }
 
@@ -93,6 +116,22 @@ mod tests {
                 Err(InvalidExternalKeyId::Charset),
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn rejects_dot_segments() {
+        for bad in [".", ".."] {
+            assert_eq!(
+                ExternalKeyId::parse(bad),
+                Err(InvalidExternalKeyId::DotSegment),
+                "{bad:?}"
+            );
+            assert!(serde_json::from_str::<ExternalKeyId>(&format!("\"{bad}\"")).is_err());
+        }
+        for ok in ["...", ".a", "a.", "._", ".-."] {
+            let id = ExternalKeyId::parse(ok).unwrap();
+            assert_eq!(id.path_segment().to_string(), ok);
         }
     }
 

@@ -141,7 +141,11 @@ impl XkiClient {
             request_metadata: metadata,
         };
         let body = self
-            .call(&format!("/keys/{key}/metadata"), "metadata", &request)
+            .call(
+                &format!("/keys/{}/metadata", key.path_segment()),
+                "metadata",
+                &request,
+            )
             .await?;
         parse(&body)
     }
@@ -162,7 +166,11 @@ impl XkiClient {
             ciphertext_data_integrity_value_algorithm: Some(CDIV_ALGORITHM.to_owned()),
         };
         let body = self
-            .call(&format!("/keys/{key}/encrypt"), "encrypt", &request)
+            .call(
+                &format!("/keys/{}/encrypt", key.path_segment()),
+                "encrypt",
+                &request,
+            )
             .await;
         // The request held the plaintext in Base64; wipe that copy.
         zeroize::Zeroize::zeroize(&mut request.plaintext);
@@ -189,7 +197,11 @@ impl XkiClient {
             authentication_tag: b64::encode(&payload.tag),
         };
         let body = self
-            .call(&format!("/keys/{key}/decrypt"), "decrypt", &request)
+            .call(
+                &format!("/keys/{}/decrypt", key.path_segment()),
+                "decrypt",
+                &request,
+            )
             .await?;
         let answer: DecryptResponse = parse(&body)?;
         let text = Zeroizing::new(answer.plaintext);
