@@ -19,6 +19,10 @@
 //! tls_key_file = "ekm-key.pem"
 //! client_ca_file = "proxy-ca.pem"  # mTLS; omit only with allow_unauthenticated_clients = true
 //! allowed_client_names = ["xki-proxy"]  # CN or DNS SAN; empty: anyone the CA certified
+//!
+//! [server.limits]                  # listener::Limits; every key optional
+//! max_connections = 4096
+//! body_timeout_ms = 10000
 //! ```
 
 use std::net::SocketAddr;
@@ -116,6 +120,8 @@ pub struct ServerSection {
     pub http_workers: usize,
     /// Keep-alive idle timeout, s.
     pub keep_alive_secs: u64,
+    /// `[server.limits]`: connections, head and body deadlines, header bytes, HTTP/2 streams.
+    pub limits: listener::Limits,
 }
 
 /// `""` → `None`, otherwise a socket address.
@@ -148,6 +154,7 @@ impl Default for ServerSection {
             max_body_bytes: s.max_body_bytes,
             http_workers: s.http_workers,
             keep_alive_secs: s.keep_alive.as_secs(),
+            limits: s.limits,
         }
     }
 }
@@ -284,6 +291,7 @@ impl Config {
             max_body_bytes: s.max_body_bytes,
             http_workers: s.http_workers,
             keep_alive: Duration::from_secs(s.keep_alive_secs),
+            limits: s.limits,
         }
     }
 

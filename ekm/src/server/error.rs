@@ -55,6 +55,19 @@ pub fn body(code: ErrorCode, message: String) -> HttpResponse {
     })
 }
 
+/// The code a request refused by the listener (before a handler) travels as.
+pub fn refusal_code(refusal: listener::Refusal) -> ErrorCode {
+    use listener::Refusal as R;
+    match refusal {
+        R::BodyTooLarge { .. } => ErrorCode::PayloadTooLarge,
+        R::Overloaded => ErrorCode::Throttled,
+        R::HeadersTooLarge { .. } | R::BodyTimeout { .. } | R::BadBody => {
+            ErrorCode::ValidationError
+        }
+        _ => ErrorCode::Internal,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

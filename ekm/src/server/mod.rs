@@ -1,5 +1,7 @@
 //! The EKM server: the `/v1` JSON API over HTTPS (mTLS by default) in front of an
-//! `Arc<dyn KeyManager>`, and a plain-HTTP liveness port (`/ping`, `/ready`, `/metrics`).
+//! `Arc<dyn KeyManager>`, and a plain-HTTP liveness port (`/ping`, `/ready`, `/metrics`), both
+//! on the workspace's `listener` (connection cap, TLS refusals that reach the client, head and
+//! body deadlines, header cap; exactly the ALPN protocols the TLS configuration names).
 //!
 //! `Application::build` binds both listeners (port 0 works; read the real ports back), then
 //! `run_until_stopped` serves. Each API call gets a request id (the caller's `x-request-id` if
@@ -20,7 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, web};
+use listener::{HttpServer, Tls};
 
 use crate::error::{Error, Result};
 use crate::manager::KeyManager;
@@ -44,6 +47,8 @@ pub struct ServerSettings {
     pub http_workers: usize,
     /// Keep-alive idle timeout (longer than any load balancer's, e.g. NLB 350 s).
     pub keep_alive: Duration,
+    /// What one client may hold (connections, head and body deadlines, header bytes).
+    pub limits: listener::Limits,
 }
 
 impl Default for ServerSettings {
@@ -57,6 +62,7 @@ impl Default for ServerSettings {
             max_body_bytes: 64 * 1024,
             http_workers: 2,
             keep_alive: Duration::from_secs(400),
+            limits: listener::Limits::default(),
         }
     }
 }
@@ -111,8 +117,16 @@ impl Application {
             settings: settings.clone(),
             metrics: metrics::Metrics::default(),
         });
+        // Bodies are read whole by the listener (within `max_body_bytes` and the body
+        // deadline) before the JSON extractor sees them.
+        let listening = |buffer_body| listener::Settings {
+            limits: settings.limits,
+            keep_alive: settings.keep_alive,
+            refusals: Arc::new(routes::Refused(state.clone())),
+            buffer_body,
+        };
         let api_state = state.clone();
-        let api = HttpServer::new(move || {
+        let api = HttpServer::new(listening(Some(settings.max_body_bytes)), move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(routes::log_refused))
                 .app_data(api_state.clone())
@@ -121,16 +135,15 @@ impl Application {
                 .default_service(web::to(routes::unknown_path))
         })
         .workers(settings.http_workers)
-        .keep_alive(settings.keep_alive)
         .disable_signals()
-        .listen_rustls_0_23(api_listener, tls)
+        .listen_tls(api_listener, Tls::new(tls))
         .map_err(|e| Error::Config(format!("TLS listener: {e}")))?
         .run();
         let (liveness, liveness_port) = match settings.liveness_listen {
             Some(address) => {
                 let listener = bind(address)?;
                 let liveness_port = port_of(&listener)?;
-                let server = HttpServer::new(move || {
+                let server = HttpServer::new(listening(Some(settings.max_body_bytes)), move || {
                     App::new()
                         .app_data(state.clone())
                         .configure(routes::liveness)

@@ -129,7 +129,11 @@ async fn method_not_allowed() -> HttpResponse {
 
 /// Caller request ids are kept when they are short and plain (no log injection).
 fn request_id(req: &HttpRequest) -> String {
-    if let Some(given) = req.headers().get(wire::REQUEST_ID_HEADER) {
+    request_id_of(req.headers())
+}
+
+fn request_id_of(headers: &actix_web::http::header::HeaderMap) -> String {
+    if let Some(given) = headers.get(wire::REQUEST_ID_HEADER) {
         if let Ok(text) = given.to_str() {
             let plain = text
                 .bytes()
@@ -367,6 +371,45 @@ pub(super) async fn log_refused(
         response.headers_mut().insert(header, value);
     }
     Ok(response)
+}
+
+/// Requests the listener refused before a handler (header list or body too large, body too
+/// slow, broken framing) and connections over the cap: the EKM's error body, an
+/// `x-request-id`, a log line and a metric, like the requests [`log_refused`] sees.
+pub(super) struct Refused(pub(super) State);
+
+impl listener::Refusals for Refused {
+    fn answer(
+        &self,
+        refusal: listener::Refusal,
+        request: Option<&listener::RequestHead>,
+    ) -> listener::Answer {
+        let code = error::refusal_code(refusal);
+        let id = match request {
+            Some(head) => request_id_of(&head.headers),
+            None => request_id_of(&actix_web::http::header::HeaderMap::new()),
+        };
+        let mut path = request.map_or("-", |head| head.uri.path());
+        if let Some((cut, _)) = path.char_indices().nth(200) {
+            path = &path[..cut];
+        }
+        tracing::info!(
+            request_id = %id,
+            op = "-",
+            method = %request.map_or("-", |head| head.method.as_str()),
+            path = %path,
+            status = code.http_status(),
+            refusal = refusal.as_str(),
+            "request refused before a handler"
+        );
+        let zero = Duration::ZERO;
+        (self.0.metrics).observe("refused", zero, zero, zero, Some(code));
+        let body = wire::ErrorResponse {
+            error: code,
+            message: refusal.message(),
+        };
+        listener::Answer::json(code.http_status(), &body).with_header(wire::REQUEST_ID_HEADER, id)
+    }
 }
 
 async fn create_key(
