@@ -12,7 +12,7 @@ secs=${1:-5}
 state="$root/.state/bench"
 bin="$root/target/release"
 region="us-east-1"
-ekm_port=29443 ekm_live=29080 proxy_port=28443 proxy_ops=29180
+ekm_port=29443 ekm_live=29080 proxy_port=28443 proxy_ops=29180 proxy_admin=29181
 
 scripts/deps.sh
 cargo build --release --quiet -p ekm -p xki-proxy -p certs
@@ -48,7 +48,9 @@ cert_file = "$state/pki/xki-proxy.pem"
 key_file = "$state/pki/xki-proxy.key"
 [ops]
 listen = "127.0.0.1:$proxy_ops"
-admin_token = { file = "$state/secrets/admin" }
+[admin]
+listen = "127.0.0.1:$proxy_admin"
+token = { file = "$state/secrets/admin" }
 [backend]
 $1
 [[key_store]]

@@ -13,7 +13,7 @@ root="$PWD"
 state="$root/.state"
 bin="$root/target/release"
 region="cn-hangzhou"
-ekm_port=19443 ekm_live_port=19080 proxy_port=18443 proxy_ops_port=19180 kms_port=18080
+ekm_port=19443 ekm_live_port=19080 proxy_port=18443 proxy_ops_port=19180 proxy_admin_port=19181 kms_port=18080
 account_id="1234567890123456"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
@@ -129,7 +129,11 @@ max_data_bytes = 6144
 
 [ops]
 listen = "127.0.0.1:$proxy_ops_port"
-admin_token = { file = "$state/secrets/proxy-admin-token" }
+
+[admin]
+# Loopback only: a non-loopback admin listener needs [admin.tls].
+listen = "127.0.0.1:$proxy_admin_port"
+token = { file = "$state/secrets/proxy-admin-token" }
 
 [backend]
 kind = "remote"
@@ -141,6 +145,8 @@ key_file = "$state/pki/xki-proxy-client.key"
 [[key_store]]
 prefix = ""
 regions = ["$region"]
+# Requests must be signed for this host (the endpoint in .state/xki-connection.json).
+hosts = ["localhost"]
 credentials = [{ access_key_id = "$access_key_id", secret = { file = "$state/secrets/xki-secret" } }]
 EOF
 
@@ -276,7 +282,7 @@ cat <<EOF
 
 The stack is running (stop: scripts/quickstart.sh stop; status: scripts/quickstart.sh status).
   kms-connector  http://127.0.0.1:$kms_port   KMS OpenAPI 2016-01-20; config .state/kms-connector.toml, database .state/kms-connector.db
-  xki-proxy      https://localhost:$proxy_port  XKI (SigV4);        config .state/xki-proxy.toml, ops http://127.0.0.1:$proxy_ops_port
+  xki-proxy      https://localhost:$proxy_port  XKI (SigV4);        config .state/xki-proxy.toml, ops http://127.0.0.1:$proxy_ops_port, admin http://127.0.0.1:$proxy_admin_port
   ekm            https://127.0.0.1:$ekm_port  EKM API (mTLS);     config .state/ekm.toml, SoftHSM token in .state/softhsm
   KMS key $kms_key (alias/quickstart-hyok) is bound to External Key ID $key_id.
 

@@ -1,5 +1,7 @@
 //! The application: [`Application::build`] opens the store, builds the instances, binds the
-//! listeners (port 0 works; the real ports are readable), and [`Application::run_until_stopped`]
+//! listeners (port 0 works; the real ports are readable; both on the workspace's `listener`:
+//! connection cap, head and body deadlines, header and HTTP/2 limits, refusals in Alibaba's
+//! error shape), and [`Application::run_until_stopped`]
 //! serves with its background tasks: the deletion sweeper (keys whose window ended), the nonce
 //! purge, the external instances' health checks and the persistence of their state changes.
 
@@ -10,8 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, web};
+use listener::HttpServer;
 use schemas::acs::Verifier;
+use schemas::kms::{ErrorBody, ErrorCode};
 use tokio::sync::watch;
 
 use crate::api::auth::AccessKeys;
@@ -26,6 +30,8 @@ pub type Clock = Arc<dyn Fn() -> UnixMillis + Send + Sync>;
 
 /// Largest request body (a 32 KB policy, percent-encoded, fits).
 const MAX_BODY_BYTES: usize = 256 * 1024;
+/// Idle time before a keep-alive connection is closed (HTTP/1.1) or pinged (HTTP/2).
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// How often expired nonces are forgotten.
 const NONCE_PURGE_INTERVAL: Duration = Duration::from_secs(60);
 /// Keys purged per sweep at most (the next sweep takes the rest).
@@ -157,14 +163,21 @@ impl Application {
             }
             None => None,
         };
+        // Every body is read whole by the listener (within MAX_BODY_BYTES and the body
+        // deadline) before the handler's extractor sees it.
+        let settings = listener::Settings {
+            limits: config.server.limits,
+            keep_alive: KEEP_ALIVE,
+            refusals: Arc::new(Refusals),
+            buffer_body: Some(MAX_BODY_BYTES),
+        };
         let app_state = state.clone();
-        let mut server = HttpServer::new(move || {
+        let mut server = HttpServer::new(settings, move || {
             App::new()
                 .app_data(app_state.clone())
                 .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
                 .default_service(web::to(handle))
         })
-        .client_request_timeout(Duration::from_secs(10))
         .shutdown_timeout(10);
         if let Some(workers) = config.server.workers {
             server = server.workers(workers);
@@ -177,7 +190,7 @@ impl Application {
         if let Some((listener, port, tls_config)) = tls {
             let addr = listener.local_addr().unwrap_or(addr);
             server = server
-                .listen_rustls_0_23(listener, tls_config)
+                .listen_tls(listener, listener::Tls::new(tls_config))
                 .map_err(|source| StartError::Bind { addr, source })?;
             tls_port = Some(port);
         }
@@ -267,12 +280,57 @@ fn server_config(tls: &TlsConfig) -> Result<rustls::ServerConfig, StartError> {
         .map_err(|e| StartError::Tls(format!("{}: {e}", tls.key_file.display())))?
         .ok_or_else(|| StartError::Tls(format!("{}: no private key", tls.key_file.display())))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| StartError::Tls(e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| StartError::Tls(e.to_string()))
+        .map_err(|e| StartError::Tls(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The OpenAPI's answers to what the listener refuses before a handler runs, in Alibaba's
+/// error shape with the listener's status: a body over the cap (413), a body or head that does
+/// not arrive in time (408) or a header list over the cap (431) as `InvalidParameter`, broken
+/// framing (400) as `ParseRequestParameterException`, a connection over the cap (503) as
+/// `ServiceUnavailableTemporary` (retryable). Each answer carries a request id, logged.
+#[derive(Debug, Clone, Copy)]
+struct Refusals;
+
+impl listener::Refusals for Refusals {
+    fn answer(
+        &self,
+        refusal: listener::Refusal,
+        request: Option<&listener::RequestHead>,
+    ) -> listener::Answer {
+        use listener::Refusal as R;
+        let code = match refusal {
+            R::BodyTooLarge { .. } | R::BodyTimeout { .. } | R::HeadersTooLarge { .. } => {
+                ErrorCode::InvalidParameter
+            }
+            R::BadBody => ErrorCode::ParseRequestParameterException,
+            R::Overloaded => ErrorCode::ServiceUnavailableTemporary,
+            _ => ErrorCode::InternalFailure,
+        };
+        let status = refusal.status();
+        let request_id = uuid::Uuid::new_v4().to_string().to_ascii_uppercase();
+        let message = format!("The request was refused: {}.", refusal.message());
+        tracing::info!(
+            target: "kms_connector::api",
+            request_id = %request_id,
+            method = %request.map_or("-", |head| head.method.as_str()),
+            refusal = refusal.as_str(),
+            code = code.code(),
+            status,
+            "request refused before the handler"
+        );
+        let body = ErrorBody {
+            http_status: status,
+            ..ErrorBody::new(code, Some(&message), &request_id)
+        };
+        listener::Answer::json(status, &body).with_header(crate::api::REQUEST_ID_HEADER, request_id)
+    }
 }
 
 async fn sweep_loop(

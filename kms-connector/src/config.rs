@@ -12,6 +12,9 @@
 //! listen = "0.0.0.0:8443"
 //! cert_file = "tls/server.pem"
 //! key_file = "tls/server.key"
+//! [server.limits]                   # optional; listener::Limits, these are the defaults
+//! max_connections = 4096
+//! body_timeout_ms = 10000
 //!
 //! [kms]
 //! region = "cn-hangzhou"
@@ -92,6 +95,10 @@ pub struct ServerConfig {
     /// HTTP worker threads (default: one per core).
     #[serde(default)]
     pub workers: Option<usize>,
+    /// `[server.limits]` (both listeners together): connections, TLS handshake, head and body
+    /// deadlines, header bytes, HTTP/2 streams; see `listener::Limits`.
+    #[serde(default)]
+    pub limits: listener::Limits,
 }
 
 /// The HTTPS listener.

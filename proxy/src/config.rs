@@ -19,9 +19,12 @@ pub const ENV_PREFIX: &str = "XKI_PROXY";
 pub struct Config {
     /// The KMS-facing HTTPS listener.
     pub server: ServerConfig,
-    /// The plain-HTTP operations listener (`/ping`, `/ready`, `/metrics`, admin).
+    /// The plain-HTTP operations listener (`/ping`, `/ready`, `/metrics`).
     #[serde(default)]
     pub ops: OpsConfig,
+    /// The admin API's own listener (`/admin/*`), off without a token.
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// Request limits.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -57,6 +60,10 @@ pub struct ServerConfig {
     /// Keep-alive idle timeout; longer than a cloud load balancer's 350 s.
     #[serde(default = "default_keep_alive_secs")]
     pub keep_alive_secs: u64,
+    /// `[server.limits]`: connections, TLS handshake, head and body deadlines, header bytes,
+    /// HTTP/2 streams (shared by the ops and admin listeners).
+    #[serde(default)]
+    pub limits: listener::Limits,
 }
 
 fn default_keep_alive_secs() -> u64 {
@@ -70,37 +77,78 @@ pub struct MtlsConfig {
     /// CA certificates (PEM) client certificates must chain to.
     pub ca_files: Vec<PathBuf>,
     /// Accepted client names: a client passes when its CN or one of its DNS SANs is listed
-    /// (e.g. `cks.kms.<region>.amazonaws.com`). Empty: any certificate from the CAs.
+    /// (e.g. `cks.kms.<region>.amazonaws.com`). Must not be empty unless
+    /// `allow_any_client_name` says so.
     #[serde(default)]
     pub allowed_names: Vec<String>,
+    /// Accept any certificate from the CAs (an empty `allowed_names` is refused otherwise: a
+    /// public CA certifies anybody).
+    #[serde(default)]
+    pub allow_any_client_name: bool,
     /// Send precise TLS alerts instead of an opaque `handshake_failure` (debugging only).
     #[serde(default)]
     pub precise_alerts: bool,
 }
 
-/// The operations listener.
+/// The operations listener: liveness, readiness and metrics for load balancers and monitoring.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OpsConfig {
-    /// Listen address; loopback by default because it also serves the admin API.
+    /// Listen address (plain HTTP; loopback by default).
     #[serde(default = "default_ops_listen")]
     pub listen: SocketAddr,
-    /// Bearer token for `/admin/*` (env or file). Without it the admin API is off.
-    #[serde(default)]
-    pub admin_token: Option<SecretRef>,
 }
 
 impl Default for OpsConfig {
     fn default() -> Self {
         Self {
             listen: default_ops_listen(),
-            admin_token: None,
         }
     }
 }
 
 fn default_ops_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9180))
+}
+
+/// The admin API's listener (the `xki-proxy keys …` commands: create, enable, disable keys;
+/// reload). It creates and disables keys, so it is loopback-only unless it has TLS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Listen address; a non-loopback one needs `[admin.tls]`.
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+    /// Bearer token (env or file). Without it the admin API is off and nothing listens.
+    #[serde(default)]
+    pub token: Option<SecretRef>,
+    /// HTTPS instead of plain HTTP.
+    #[serde(default)]
+    pub tls: Option<AdminTlsConfig>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
+            token: None,
+            tls: None,
+        }
+    }
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9181))
+}
+
+/// The admin listener's certificate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTlsConfig {
+    /// Certificate chain (PEM).
+    pub cert_file: PathBuf,
+    /// Private key (PEM).
+    pub key_file: PathBuf,
 }
 
 /// Request limits.
@@ -278,6 +326,10 @@ pub struct KeyStoreConfig {
     /// Secondary authorization rules (health is always exempt); none = trust KMS.
     #[serde(default, rename = "rule")]
     pub rules: Vec<Rule>,
+    /// Host names requests must be signed for (the SigV4 `host`, port ignored, ASCII
+    /// case-insensitive), e.g. `["xki.example.com"]`; empty: any.
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 fn all_keys() -> Vec<String> {
@@ -371,6 +423,10 @@ impl Config {
         if let Some(m) = &mut self.server.mtls {
             m.ca_files.iter_mut().for_each(fix);
         }
+        if let Some(tls) = &mut self.admin.tls {
+            fix(&mut tls.cert_file);
+            fix(&mut tls.key_file);
+        }
         match &mut self.backend {
             BackendConfig::Remote {
                 ca_file,
@@ -392,12 +448,7 @@ impl Config {
                     .iter_mut()
                     .filter_map(|c| c.secret.file.as_mut())
             })
-            .chain(
-                self.ops
-                    .admin_token
-                    .iter_mut()
-                    .filter_map(|t| t.file.as_mut()),
-            );
+            .chain(self.admin.token.iter_mut().filter_map(|t| t.file.as_mut()));
         secret_files.for_each(fix);
     }
 
@@ -423,6 +474,27 @@ impl Config {
                     "backend.url {url:?} must be https:// (the EKM API is mTLS only)"
                 ));
             }
+        }
+        if let Some(mtls) = &self.server.mtls {
+            if mtls.allowed_names.is_empty() && !mtls.allow_any_client_name {
+                return invalid(
+                    "server.mtls.allowed_names is empty: name the client certificates to accept \
+                     (KMS presents cks.kms.<region>.amazonaws.com), or set \
+                     server.mtls.allow_any_client_name = true to accept any certificate the CAs \
+                     issued"
+                        .into(),
+                );
+            }
+        }
+        if self.admin.token.is_some()
+            && self.admin.tls.is_none()
+            && !self.admin.listen.ip().is_loopback()
+        {
+            return invalid(format!(
+                "admin.listen {} is not a loopback address: the admin API creates and disables \
+                 keys, so off loopback it needs [admin.tls]",
+                self.admin.listen
+            ));
         }
         if self.health.fleet_size == 0 {
             return invalid("health.fleet_size must be at least 1".into());
@@ -458,6 +530,12 @@ impl Config {
                     ));
                 }
             }
+            if let Some(bad) = store.hosts.iter().find(|h| !is_host_name(h)) {
+                return invalid(format!(
+                    "key store {:?}: hosts entry {bad:?} is not a host name (no port, no scheme)",
+                    store.prefix
+                ));
+            }
             for k in &store.keys {
                 if k != "*" && schemas::xki::ExternalKeyId::parse(k).is_err() {
                     return invalid(format!(
@@ -469,6 +547,15 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A DNS name or IP literal as it appears in a `Host` header without port.
+fn is_host_name(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 253
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
 }
 
 #[cfg(test)]

@@ -62,6 +62,32 @@ impl From<ekm::Error> for XkiError {
     }
 }
 
+/// The XKI answer to what the listener refuses (and to a body the handler could not read):
+/// `ThrottlingException` (429, retryable) for a connection over the cap, otherwise a
+/// `ValidationException` body with the listener's status (431, 413, 408, 400), as the spec
+/// allows for an oversized body ("413, or a ValidationException body").
+pub fn refusal(refusal: listener::Refusal) -> (StatusCode, XkiError) {
+    use listener::Refusal as R;
+    let message = refusal.message();
+    let status = |code| StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+    match refusal {
+        R::Overloaded => (
+            StatusCode::TOO_MANY_REQUESTS,
+            XkiError::new(ErrorName::ThrottlingException, message),
+        ),
+        R::HeadersTooLarge { .. } | R::BodyTooLarge { .. } | R::BodyTimeout { .. } | R::BadBody => {
+            (
+                status(refusal.status()),
+                XkiError::new(ErrorName::ValidationException, message),
+            )
+        }
+        _ => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            XkiError::new(ErrorName::InternalException, message),
+        ),
+    }
+}
+
 impl ResponseError for XkiError {
     fn status_code(&self) -> StatusCode {
         StatusCode::from_u16(self.name.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)

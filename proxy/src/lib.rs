@@ -5,6 +5,7 @@
 //! in-process on random ports.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod app;
 pub mod config;
 pub mod credentials;

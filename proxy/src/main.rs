@@ -1,12 +1,13 @@
 //! `xki-proxy`: serve, check a configuration, mint credentials, manage keys in the EKM.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use xki_proxy::admin::{AdminCreateKey, AdminError, AdminKey};
 use xki_proxy::config::Config;
 use xki_proxy::credentials::{AuthenticationCredential, ConnectionSettings, NewCredential};
-use xki_proxy::ops::{AdminCreateKey, AdminError, AdminKey};
 
 #[derive(Parser)]
 #[command(
@@ -40,7 +41,8 @@ enum Command {
     },
     /// Keys in the external key manager (through the running proxy's admin API).
     Keys {
-        /// Configuration file of the running proxy (gives the ops address and admin token).
+        /// Configuration file of the running proxy (gives the admin address, token and, with
+        /// `[admin.tls]`, the certificate to expect).
         #[arg(long, short, env = "XKI_PROXY_CONFIG")]
         config: PathBuf,
         /// Print JSON instead of a table.
@@ -163,13 +165,11 @@ fn check_config(path: &Path) -> Result<()> {
         "  KMS-facing listener  https://{} (TLS 1.2/1.3, spec cipher suites)",
         config.server.listen
     );
-    if let Some(der) = tls.cert.leaf() {
-        println!(
-            "  server certificate   {} (SHA-256 {})",
-            config.server.cert_file.display(),
-            xki_proxy::tls::fingerprint(&der)
-        );
-    }
+    println!(
+        "  server certificate   {} (SHA-256 {})",
+        config.server.cert_file.display(),
+        xki_proxy::tls::fingerprint(&tls.leaf())
+    );
     match &config.server.mtls {
         Some(m) => println!(
             "  mutual TLS           required; CAs {:?}; allowed names {:?}",
@@ -178,13 +178,31 @@ fn check_config(path: &Path) -> Result<()> {
         None => println!("  mutual TLS           off"),
     }
     println!(
-        "  ops listener         http://{} (/ping /ready /metrics{})",
-        config.ops.listen,
-        if config.ops.admin_token.is_some() {
-            " /admin"
-        } else {
-            ""
-        }
+        "  ops listener         http://{} (/ping /ready /metrics)",
+        config.ops.listen
+    );
+    match (&config.admin.token, &config.admin.tls) {
+        (None, _) => println!("  admin API            off (no admin.token)"),
+        (Some(_), None) => println!(
+            "  admin API            http://{}/admin",
+            config.admin.listen
+        ),
+        (Some(_), Some(tls)) => println!(
+            "  admin API            https://{}/admin (certificate {})",
+            config.admin.listen,
+            tls.cert_file.display()
+        ),
+    }
+    let l = &config.server.limits;
+    println!(
+        "  listener limits      {} connections, handshake {} ms, head {} ms, body {} ms, \
+         headers {} B, {} HTTP/2 streams per connection",
+        l.max_connections,
+        l.handshake_timeout.as_millis(),
+        l.header_timeout.as_millis(),
+        l.body_timeout.as_millis(),
+        l.max_header_bytes,
+        l.max_concurrent_streams
     );
     match &config.backend {
         xki_proxy::config::BackendConfig::Remote { url, .. } => {
@@ -204,11 +222,16 @@ fn check_config(path: &Path) -> Result<()> {
     );
     for store in &config.key_stores {
         println!(
-            "  key store {:?}: path {}{}, regions {:?}, access keys {:?}, keys {:?}, quota {}, {} rule(s)",
+            "  key store {:?}: path {}{}, regions {:?}, hosts {}, access keys {:?}, keys {:?}, quota {}, {} rule(s)",
             store.prefix,
             store.prefix,
             schemas::xki::API_BASE,
             store.regions,
+            if store.hosts.is_empty() {
+                "any".to_owned()
+            } else {
+                format!("{:?}", store.hosts)
+            },
             store
                 .credentials
                 .iter()
@@ -296,17 +319,34 @@ fn credentials_new(
 fn keys(path: &Path, json: bool, command: KeysCommand) -> Result<()> {
     let config = Config::load(path).with_context(|| format!("loading {}", path.display()))?;
     let token = config
-        .ops
-        .admin_token
+        .admin
+        .token
         .as_ref()
-        .context("the proxy configuration has no [ops] admin_token: the admin API is off")?
+        .context("the proxy configuration has no admin.token: the admin API is off")?
         .resolve()?;
-    let mut addr = config.ops.listen;
+    let mut addr = config.admin.listen;
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let base = format!("http://{addr}/admin/keys");
-    let client = reqwest::Client::new();
+    let (base, client) = match &config.admin.tls {
+        None => (format!("http://{addr}/admin/keys"), reqwest::Client::new()),
+        Some(tls) => {
+            // The CLI runs beside the proxy and reads its configuration: it expects exactly
+            // the certificate the admin listener serves (no CA, no name to match).
+            let leaf = xki_proxy::tls::read_certs(&tls.cert_file)?.remove(0);
+            let provider = xki_proxy::tls::provider();
+            let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PinnedCertificate { leaf, provider }))
+                .with_no_client_auth();
+            let client = reqwest::Client::builder()
+                .use_preconfigured_tls(tls)
+                .no_proxy()
+                .build()?;
+            (format!("https://{addr}/admin/keys"), client)
+        }
+    };
     let request = match &command {
         KeysCommand::Create { id, description } => client.post(&base).json(&AdminCreateKey {
             external_key_id: id.clone(),
@@ -362,4 +402,65 @@ fn keys(path: &Path, json: bool, command: KeysCommand) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Trusts exactly one certificate (the admin listener's, read from the proxy's configuration)
+/// and checks that the server holds its key.
+#[derive(Debug)]
+struct PinnedCertificate {
+    leaf: rustls::pki_types::CertificateDer<'static>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedCertificate {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.leaf.as_ref() {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }

@@ -1,5 +1,6 @@
 //! Prometheus metrics served on the ops port: latency per operation, errors by XKI error name,
-//! requests in flight, metadata cache hits, deep-health state per HSM.
+//! requests in flight, metadata cache hits, deep-health state per HSM, connections of the
+//! KMS-facing listener.
 
 use std::sync::atomic::AtomicI64;
 
@@ -60,6 +61,12 @@ pub struct Metrics {
     pub hsm_queue_depth: Gauge<i64, AtomicI64>,
     /// Capacity of that queue.
     pub hsm_queue_capacity: Gauge<i64, AtomicI64>,
+    /// KMS-facing connections open (sampled at scrape time).
+    pub connections_open: Gauge<i64, AtomicI64>,
+    /// KMS-facing connections refused at the connection cap since start (sampled).
+    pub connections_refused: Gauge<i64, AtomicI64>,
+    /// KMS-facing TLS handshakes that failed or timed out since start (sampled).
+    pub tls_handshakes_failed: Gauge<i64, AtomicI64>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -80,6 +87,24 @@ impl Default for Metrics {
         let hsm_health = Family::<HsmLabel, Gauge<i64, AtomicI64>>::default();
         let hsm_queue_depth = Gauge::<i64, AtomicI64>::default();
         let hsm_queue_capacity = Gauge::<i64, AtomicI64>::default();
+        let connections_open = Gauge::<i64, AtomicI64>::default();
+        let connections_refused = Gauge::<i64, AtomicI64>::default();
+        let tls_handshakes_failed = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "connections_open",
+            "Connections open on the KMS-facing listener",
+            connections_open.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections refused at server.limits.max_connections since start",
+            connections_refused.clone(),
+        );
+        registry.register(
+            "tls_handshakes_failed",
+            "TLS handshakes on the KMS-facing listener that failed or timed out since start",
+            tls_handshakes_failed.clone(),
+        );
         registry.register(
             "request_duration_seconds",
             "XKI request latency",
@@ -130,6 +155,9 @@ impl Default for Metrics {
             hsm_health,
             hsm_queue_depth,
             hsm_queue_capacity,
+            connections_open,
+            connections_refused,
+            tls_handshakes_failed,
         }
     }
 }

@@ -1,16 +1,11 @@
 //! The plain-HTTP operations listener: `/ping` (liveness), `/ready` (deep health not all
-//! UNAVAILABLE), `/metrics` (Prometheus), and the admin API the `xki-proxy keys …` commands use
-//! (`/admin/*`, bearer token, off without a configured token). It listens on loopback by
-//! default: the admin API creates and disables keys.
+//! UNAVAILABLE, with the HSM details), `/metrics` (Prometheus); and the load balancer's probes
+//! on the KMS-facing port when mTLS is off, which say ready or not and nothing about the HSMs.
+//! It listens on loopback by default. The admin API has its own listener (`admin.rs`).
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use actix_web::{HttpRequest, HttpResponse, web};
-use schemas::sigv4::Secret;
-use schemas::xki::ExternalKeyId;
-use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
+use actix_web::{HttpResponse, web};
 
 use crate::health::HealthCache;
 use crate::metrics::Metrics;
@@ -23,44 +18,40 @@ pub struct OpsState {
     pub metrics: Arc<Metrics>,
     /// The key manager.
     pub backend: Arc<dyn ekm::KeyManager>,
-    /// Metadata cache to invalidate on admin changes.
-    pub metadata_cache: moka::sync::Cache<ExternalKeyId, ekm::KeyInfo>,
-    /// Admin bearer token; `None` turns the admin API off.
-    pub admin_token: Option<Secret>,
-    /// Reload trigger (same as SIGHUP).
-    pub reload: Arc<tokio::sync::Notify>,
+    /// The KMS-facing listener's counters.
+    pub listener: Arc<listener::Stats>,
 }
 
 impl std::fmt::Debug for OpsState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpsState")
-            .field("admin", &self.admin_token.is_some())
-            .finish_non_exhaustive()
+        f.debug_struct("OpsState").finish_non_exhaustive()
     }
 }
 
 /// Routes of the ops listener.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/ping",
-        web::get().to(|| async { HttpResponse::Ok().body("pong") }),
-    )
-    .route("/ready", web::get().to(ready))
-    .route("/metrics", web::get().to(metrics))
-    .route("/admin/keys", web::get().to(list_keys))
-    .route("/admin/keys", web::post().to(create_key))
-    .route("/admin/keys/{id}", web::get().to(describe_key))
-    .route("/admin/keys/{id}/{action}", web::post().to(key_action))
-    .route("/admin/reload", web::post().to(reload));
+    cfg.route("/ping", web::get().to(ping))
+        .route("/ready", web::get().to(ready))
+        .route("/metrics", web::get().to(metrics));
 }
 
-/// `/ready`: 200 while at least one HSM is ACTIVE or DEGRADED, 503 otherwise; the body is the
-/// cached deep health either way.
+/// `/ready` on the ops port: 200 while at least one HSM is ACTIVE or DEGRADED, 503 otherwise;
+/// the body is the cached deep health either way (HSM ids, models, states).
 pub async fn ready(health: web::Data<HealthCache>) -> HttpResponse {
     if health.ready() {
         HttpResponse::Ok().json(health.response())
     } else {
         HttpResponse::ServiceUnavailable().json(health.response())
+    }
+}
+
+/// `/ready` on the KMS-facing port (reachable by anyone who can connect): the same decision,
+/// but the body names no vendor, model or firmware.
+pub async fn ready_public(health: web::Data<HealthCache>) -> HttpResponse {
+    if health.ready() {
+        HttpResponse::Ok().json(serde_json::json!({"status": "READY"}))
+    } else {
+        HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "UNAVAILABLE"}))
     }
 }
 
@@ -70,241 +61,17 @@ pub async fn ping() -> HttpResponse {
 }
 
 async fn metrics(state: web::Data<OpsState>) -> HttpResponse {
+    let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let listener = &state.listener;
+    (state.metrics.connections_open).set(gauge(listener.open_connections()));
+    (state.metrics.connections_refused).set(count(listener.refused_connections()));
+    (state.metrics.tls_handshakes_failed).set(count(listener.failed_handshakes()));
     if let Some(depth) = state.backend.queue_depth() {
-        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         state.metrics.hsm_queue_depth.set(gauge(depth.queued));
         state.metrics.hsm_queue_capacity.set(gauge(depth.capacity));
     }
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(state.metrics.encode())
-}
-
-/// Admin view of a key (never holds material).
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct AdminKey {
-    /// External Key ID: what a KMS user types into CreateKey.
-    pub external_key_id: String,
-    /// `ENABLED`, `DISABLED` or `PENDING_DELETION`.
-    pub state: String,
-    /// `ENCRYPT` / `DECRYPT`.
-    pub usage: Vec<String>,
-    /// Version used for encryption.
-    pub current_version: u32,
-    /// RFC 3339 creation time.
-    pub created_at: String,
-    /// Operator's description.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-}
-
-impl From<&ekm::KeyInfo> for AdminKey {
-    fn from(info: &ekm::KeyInfo) -> Self {
-        let mut usage = Vec::new();
-        if info.usage.encrypt {
-            usage.push("ENCRYPT".to_owned());
-        }
-        if info.usage.decrypt {
-            usage.push("DECRYPT".to_owned());
-        }
-        Self {
-            external_key_id: info.id.to_string(),
-            state: match info.state {
-                ekm::KeyState::Enabled => "ENABLED",
-                ekm::KeyState::Disabled => "DISABLED",
-                ekm::KeyState::PendingDeletion { .. } => "PENDING_DELETION",
-            }
-            .to_owned(),
-            usage,
-            current_version: info.current_version,
-            created_at: info
-                .created_at
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
-            description: info.description.clone(),
-        }
-    }
-}
-
-/// Body of `POST /admin/keys`.
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AdminCreateKey {
-    /// Chosen id; absent = the EKM generates one.
-    #[serde(default)]
-    pub external_key_id: Option<String>,
-    /// Description.
-    #[serde(default)]
-    pub description: Option<String>,
-}
-
-/// Error body of the admin API.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct AdminError {
-    /// Short code.
-    pub error: String,
-    /// Message.
-    pub message: String,
-}
-
-fn admin_error(
-    status: actix_web::http::StatusCode,
-    error: &str,
-    message: impl Into<String>,
-) -> HttpResponse {
-    HttpResponse::build(status).json(AdminError {
-        error: error.into(),
-        message: message.into(),
-    })
-}
-
-fn check_token(req: &HttpRequest, state: &OpsState) -> Result<(), HttpResponse> {
-    use actix_web::http::StatusCode;
-    let Some(token) = &state.admin_token else {
-        return Err(admin_error(
-            StatusCode::NOT_FOUND,
-            "AdminDisabled",
-            "no admin token configured",
-        ));
-    };
-    let given = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let expected = token.expose().as_bytes();
-    // An empty token never matches (the config refuses one; this is the second line).
-    let matches = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(expected)));
-    if matches && !expected.is_empty() {
-        Ok(())
-    } else {
-        Err(admin_error(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "bad or missing admin token",
-        ))
-    }
-}
-
-fn ctx() -> ekm::OpContext {
-    ekm::OpContext::new(
-        format!("admin-{}", uuid::Uuid::new_v4()),
-        Duration::from_secs(30),
-    )
-}
-
-fn ekm_error(e: ekm::Error) -> HttpResponse {
-    let x = crate::error::XkiError::from(e.clone());
-    let status = actix_web::http::StatusCode::from_u16(x.name.http_status())
-        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
-    admin_error(status, x.name.as_str(), e.to_string())
-}
-
-fn parse_id(raw: &str) -> Result<ExternalKeyId, HttpResponse> {
-    ExternalKeyId::parse(raw).map_err(|e| {
-        admin_error(
-            actix_web::http::StatusCode::BAD_REQUEST,
-            "ValidationException",
-            e.to_string(),
-        )
-    })
-}
-
-async fn list_keys(req: HttpRequest, state: web::Data<OpsState>) -> HttpResponse {
-    if let Err(r) = check_token(&req, &state) {
-        return r;
-    }
-    match state.backend.list_keys(&ctx()).await {
-        Ok(keys) => HttpResponse::Ok().json(keys.iter().map(AdminKey::from).collect::<Vec<_>>()),
-        Err(e) => ekm_error(e),
-    }
-}
-
-async fn describe_key(
-    req: HttpRequest,
-    path: web::Path<String>,
-    state: web::Data<OpsState>,
-) -> HttpResponse {
-    if let Err(r) = check_token(&req, &state) {
-        return r;
-    }
-    let id = match parse_id(&path) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
-    match state.backend.describe_key(&ctx(), &id).await {
-        Ok(info) => HttpResponse::Ok().json(AdminKey::from(&info)),
-        Err(e) => ekm_error(e),
-    }
-}
-
-async fn create_key(
-    req: HttpRequest,
-    body: web::Json<AdminCreateKey>,
-    state: web::Data<OpsState>,
-) -> HttpResponse {
-    if let Err(r) = check_token(&req, &state) {
-        return r;
-    }
-    let id = match body.external_key_id.as_deref().map(parse_id).transpose() {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
-    let request = ekm::CreateKey {
-        id,
-        usage: ekm::KeyUsage::BOTH,
-        description: body.description.clone(),
-    };
-    match state.backend.create_key(&ctx(), request).await {
-        Ok(info) => {
-            tracing::info!(target: "xki_proxy::admin", key_id = %info.id, "key created");
-            HttpResponse::Created().json(AdminKey::from(&info))
-        }
-        Err(e) => ekm_error(e),
-    }
-}
-
-async fn key_action(
-    req: HttpRequest,
-    path: web::Path<(String, String)>,
-    state: web::Data<OpsState>,
-) -> HttpResponse {
-    if let Err(r) = check_token(&req, &state) {
-        return r;
-    }
-    let (raw_id, action) = path.into_inner();
-    let id = match parse_id(&raw_id) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
-    let ctx = ctx();
-    let result = match action.as_str() {
-        "enable" => state.backend.enable_key(&ctx, &id).await,
-        "disable" => state.backend.disable_key(&ctx, &id).await,
-        _ => {
-            return admin_error(
-                actix_web::http::StatusCode::NOT_FOUND,
-                "UnknownAction",
-                "use enable or disable",
-            );
-        }
-    };
-    // Whatever happened, the next metadata call asks the EKM again.
-    state.metadata_cache.invalidate(&id);
-    match result {
-        Ok(info) => {
-            tracing::info!(target: "xki_proxy::admin", key_id = %info.id, action = %action, "key state changed");
-            HttpResponse::Ok().json(AdminKey::from(&info))
-        }
-        Err(e) => ekm_error(e),
-    }
-}
-
-async fn reload(req: HttpRequest, state: web::Data<OpsState>) -> HttpResponse {
-    if let Err(r) = check_token(&req, &state) {
-        return r;
-    }
-    state.reload.notify_one();
-    HttpResponse::Accepted().finish()
 }

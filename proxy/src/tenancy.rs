@@ -46,6 +46,8 @@ pub struct KeyStore {
     quota: Option<(QuotaConfig, Arc<DefaultDirectRateLimiter>)>,
     /// Secondary authorization rules.
     pub rules: Vec<Rule>,
+    /// Host names requests must be signed for (empty: any).
+    pub hosts: Vec<String>,
 }
 
 impl std::fmt::Debug for KeyStore {
@@ -61,6 +63,7 @@ impl std::fmt::Debug for KeyStore {
             .field("keys", &self.keys.len())
             .field("quota", &self.quota.as_ref().map(|q| q.0))
             .field("rules", &self.rules.len())
+            .field("hosts", &self.hosts)
             .finish()
     }
 }
@@ -104,6 +107,7 @@ impl KeyStore {
             keys: config.keys.iter().filter(|k| *k != "*").cloned().collect(),
             quota,
             rules: config.rules.clone(),
+            hosts: config.hosts.clone(),
         })
     }
 

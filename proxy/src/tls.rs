@@ -1,6 +1,7 @@
 //! TLS for the KMS-facing listener: the spec's cipher suites on TLS 1.2/1.3, a server
-//! certificate and client-CA set that reload without restart, and mTLS that accepts a client
-//! when its chain ends at a configured CA *and* its CN or a DNS SAN is an allowed name.
+//! certificate and client-CA set that reload together without restart (one new configuration
+//! for the `listener` to use at the next handshakes), and mTLS that accepts a client when its
+//! chain ends at a configured CA *and* its CN or a DNS SAN is an allowed name.
 //!
 //! Any client-certificate failure aborts the handshake with an opaque `handshake_failure` alert
 //! (unless `precise_alerts`), so a prober learns nothing about the configured CA or names.
@@ -39,6 +40,15 @@ pub enum TlsError {
     /// The client verifier cannot be built (e.g. an empty CA set).
     #[error("client CA: {0}")]
     ClientCa(String),
+    /// A reload would switch mutual TLS on or off.
+    #[error(
+        "server.mtls cannot be switched {} by a reload: restart the proxy",
+        if *.on { "on" } else { "off" }
+    )]
+    MtlsSwitch {
+        /// Whether the new configuration has mTLS.
+        on: bool,
+    },
 }
 
 fn file_err(path: &Path, reason: impl ToString) -> TlsError {
@@ -92,38 +102,6 @@ pub fn read_roots(paths: &[PathBuf]) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-/// The server certificate, swappable at run time.
-#[derive(Debug)]
-pub struct ReloadableCert {
-    current: RwLock<Arc<CertifiedKey>>,
-}
-
-impl ReloadableCert {
-    /// Loads the certificate chain and key.
-    pub fn load(cert_file: &Path, key_file: &Path) -> Result<Self, TlsError> {
-        Ok(Self {
-            current: RwLock::new(Arc::new(load_certified_key(cert_file, key_file)?)),
-        })
-    }
-
-    /// Replaces the certificate; on error the old one stays.
-    pub fn reload(&self, cert_file: &Path, key_file: &Path) -> Result<(), TlsError> {
-        let next = Arc::new(load_certified_key(cert_file, key_file)?);
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = next;
-        Ok(())
-    }
-
-    /// The leaf certificate in force (DER).
-    pub fn leaf(&self) -> Option<CertificateDer<'static>> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .cert
-            .first()
-            .cloned()
-    }
-}
-
 fn load_certified_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, TlsError> {
     let certs = read_certs(cert_file)?;
     let key = read_key(key_file)?;
@@ -131,22 +109,13 @@ fn load_certified_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey,
     Ok(certified)
 }
 
-impl ResolvesServerCert for ReloadableCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-        )
-    }
-}
-
-/// mTLS verifier: CA chain (reloadable) + allowed names, opaque failures.
+/// mTLS verifier: CA chain + allowed names, opaque failures. Immutable: a reload builds a new
+/// one and swaps it in with the certificate, in one new server configuration.
 #[derive(Debug)]
 pub struct ClientVerifier {
-    inner: RwLock<Arc<dyn ClientCertVerifier>>,
-    allowed_names: RwLock<Vec<String>>,
+    inner: Arc<dyn ClientCertVerifier>,
+    /// Empty only with `allow_any_client_name`.
+    allowed_names: Vec<String>,
     precise_alerts: bool,
 }
 
@@ -154,25 +123,10 @@ impl ClientVerifier {
     /// Builds the verifier from the mTLS section.
     pub fn new(config: &MtlsConfig) -> Result<Self, TlsError> {
         Ok(Self {
-            inner: RwLock::new(webpki_verifier(&config.ca_files)?),
-            allowed_names: RwLock::new(config.allowed_names.clone()),
+            inner: webpki_verifier(&config.ca_files)?,
+            allowed_names: config.allowed_names.clone(),
             precise_alerts: config.precise_alerts,
         })
-    }
-
-    /// Replaces the CA set and names; on error the old ones stay.
-    pub fn reload(&self, config: &MtlsConfig) -> Result<(), TlsError> {
-        let inner = webpki_verifier(&config.ca_files)?;
-        *self.inner.write().unwrap_or_else(|e| e.into_inner()) = inner;
-        *self
-            .allowed_names
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = config.allowed_names.clone();
-        Ok(())
-    }
-
-    fn inner(&self) -> Arc<dyn ClientCertVerifier> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn fail(&self, precise: rustls::Error, reason: &str) -> rustls::Error {
@@ -213,17 +167,15 @@ impl ClientCertVerifier for ClientVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         let verified = self
-            .inner()
+            .inner
             .verify_client_cert(end_entity, intermediates, now)
             .map_err(|e| {
                 let reason = e.to_string();
                 self.fail(e, &reason)
             })?;
-        let allowed = self.allowed_names.read().unwrap_or_else(|e| e.into_inner());
-        if allowed.is_empty() {
-            return Ok(verified);
-        }
-        if ekm::server::tls::names_allowed(end_entity, &allowed) {
+        if self.allowed_names.is_empty()
+            || ekm::server::tls::names_allowed(end_entity, &self.allowed_names)
+        {
             Ok(verified)
         } else {
             Err(self.fail(
@@ -239,7 +191,7 @@ impl ClientCertVerifier for ClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner().verify_tls12_signature(message, cert, dss)
+        self.inner.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -248,68 +200,126 @@ impl ClientCertVerifier for ClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner().verify_tls13_signature(message, cert, dss)
+        self.inner.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner().supported_verify_schemes()
+        self.inner.supported_verify_schemes()
     }
 }
 
-/// The live TLS material of the listener, kept to reload it.
+/// The live TLS of the KMS-facing listener, kept to reload it. A reload builds a whole new
+/// server configuration (certificate and client verifier together) and swaps it in, or
+/// changes nothing.
 #[derive(Debug, Clone)]
 pub struct TlsState {
-    /// Server certificate.
-    pub cert: Arc<ReloadableCert>,
-    /// Client verifier, when mTLS is on.
-    pub client: Option<Arc<ClientVerifier>>,
+    tls: Arc<listener::Tls>,
+    mtls: bool,
+    leaf: Arc<RwLock<CertificateDer<'static>>>,
 }
 
 impl TlsState {
     /// Loads everything the listener needs.
     pub fn load(listener: &ListenerConfig) -> Result<Self, TlsError> {
-        let cert = Arc::new(ReloadableCert::load(
-            &listener.cert_file,
-            &listener.key_file,
-        )?);
-        let client = listener
-            .mtls
-            .as_ref()
-            .map(ClientVerifier::new)
-            .transpose()?
-            .map(Arc::new);
-        Ok(Self { cert, client })
+        let (config, leaf) = server_config(listener)?;
+        Ok(Self {
+            tls: listener::Tls::new(config),
+            mtls: listener.mtls.is_some(),
+            leaf: Arc::new(RwLock::new(leaf)),
+        })
     }
 
-    /// Reloads certificate and client CAs in place (mTLS cannot be switched on or off live).
-    pub fn reload(&self, listener: &ListenerConfig) -> Result<(), TlsError> {
-        self.cert.reload(&listener.cert_file, &listener.key_file)?;
-        if let (Some(verifier), Some(mtls)) = (&self.client, &listener.mtls) {
-            verifier.reload(mtls)?;
+    /// Builds the configuration of `listener` for [`TlsState::commit`], changing nothing yet.
+    /// Switching mTLS on or off is refused (it needs a restart: connections made without a
+    /// client certificate would stay open, and `/ping` and `/ready` move off the port).
+    pub fn prepare(&self, listener: &ListenerConfig) -> Result<PreparedTls, TlsError> {
+        if listener.mtls.is_some() != self.mtls {
+            return Err(TlsError::MtlsSwitch {
+                on: listener.mtls.is_some(),
+            });
         }
-        Ok(())
+        let (config, leaf) = server_config(listener)?;
+        Ok(PreparedTls { config, leaf })
     }
 
-    /// The rustls configuration (TLS 1.2 + 1.3, spec suites, session tickets).
-    pub fn server_config(&self) -> Result<ServerConfig, TlsError> {
-        let builder = ServerConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
-        let builder = match &self.client {
-            Some(v) => builder.with_client_cert_verifier(v.clone()),
-            None => builder.with_no_client_auth(),
-        };
-        let mut config = builder.with_cert_resolver(self.cert.clone());
-        if self.client.is_some() {
-            // A resumed session skips client-certificate verification: with mTLS, a reload that
-            // drops a CA or a name must end access at once, so no session is ever resumed
-            // (KMS keeps its connections alive; full handshakes are rare).
-            config.send_tls13_tickets = 0;
-            config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-        } else {
-            config.ticketer = rustls::crypto::ring::Ticketer::new()?;
-        }
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(config)
+    /// Swaps a prepared certificate and client verifier in, together, for new connections.
+    pub fn commit(&self, prepared: PreparedTls) {
+        self.tls.replace(prepared.config);
+        *self.leaf.write().unwrap_or_else(|e| e.into_inner()) = prepared.leaf;
+    }
+
+    /// What the listener hands its handshakes.
+    pub fn listener_tls(&self) -> Arc<listener::Tls> {
+        Arc::clone(&self.tls)
+    }
+
+    /// The leaf certificate in force (DER).
+    pub fn leaf(&self) -> CertificateDer<'static> {
+        self.leaf.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// A whole new TLS configuration, built and not yet in force.
+#[derive(Debug)]
+pub struct PreparedTls {
+    config: ServerConfig,
+    leaf: CertificateDer<'static>,
+}
+
+/// The rustls configuration of the KMS-facing listener (TLS 1.2 + 1.3, spec suites, ALPN h2
+/// and http/1.1; session tickets unless mTLS is on) and its leaf certificate.
+pub fn server_config(
+    listener: &ListenerConfig,
+) -> Result<(ServerConfig, CertificateDer<'static>), TlsError> {
+    let certified = Arc::new(load_certified_key(&listener.cert_file, &listener.key_file)?);
+    let leaf = certified
+        .cert
+        .first()
+        .cloned()
+        .ok_or_else(|| file_err(&listener.cert_file, "no certificate in file"))?;
+    let client = listener
+        .mtls
+        .as_ref()
+        .map(ClientVerifier::new)
+        .transpose()?;
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match client {
+        Some(v) => builder.with_client_cert_verifier(Arc::new(v)),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(SingleCert(certified)));
+    if listener.mtls.is_some() {
+        // A resumed session skips client-certificate verification: with mTLS, a reload that
+        // drops a CA or a name must end access at once, so no session is ever resumed
+        // (KMS keeps its connections alive; full handshakes are rare).
+        config.send_tls13_tickets = 0;
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    } else {
+        config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    }
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok((config, leaf))
+}
+
+/// The admin listener's rustls configuration: the spec's versions and suites, HTTP/1.1.
+pub fn admin_server_config(cert_file: &Path, key_file: &Path) -> Result<ServerConfig, TlsError> {
+    let certified = Arc::new(load_certified_key(cert_file, key_file)?);
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SingleCert(certified)));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// One certificate for every client hello.
+#[derive(Debug)]
+struct SingleCert(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for SingleCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.0))
     }
 }
 

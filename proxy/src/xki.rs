@@ -1,14 +1,15 @@
 //! The XKI routes. One handler decides, in the spec's order: path (InvalidUriPathException,
-//! before authentication), method (405), body size (413, before authentication), SigV4,
-//! per-prefix quota, JSON and field validation, key allow-list, secondary authorization, then
-//! the key manager.
+//! before authentication), method (405), key store prefix, the SigV4 checks that need no body
+//! (shape, date, scope, access key, signed host), then the body (413 past the cap, 408 past
+//! the body deadline), the signature, per-prefix quota, JSON and field validation, key
+//! allow-list, secondary authorization, then the key manager. A request refused before its
+//! body is read has the body thrown away first, so the answer reaches HTTP/2 clients too.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::{Method, header};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
-use futures_util::StreamExt as _;
 use schemas::b64;
 use schemas::sigv4::RequestParts;
 use schemas::xki::validate::{Operation, check_metadata, parse_json};
@@ -44,6 +45,8 @@ pub struct XkiState {
     pub in_flight: tokio::sync::Semaphore,
     /// Longest wait for a permit.
     pub admission_wait: Duration,
+    /// Time a body may take, from its request head.
+    pub body_timeout: Duration,
 }
 
 impl std::fmt::Debug for XkiState {
@@ -96,14 +99,11 @@ pub async fn handle(
                 .finish(),
             "MethodNotAllowed",
         ),
-        Err(Failure::TooLarge(cap)) => {
-            let e = XkiError::new(
-                ErrorName::ValidationException,
-                format!("request body larger than {cap} bytes"),
-            );
+        Err(Failure::Refused(refusal)) => {
+            let (status, e) = crate::error::refusal(refusal);
             count_error(&state, trace.op, e.name);
             let mut response = e.error_response();
-            *response.status_mut() = actix_web::http::StatusCode::PAYLOAD_TOO_LARGE;
+            *response.status_mut() = status;
             (response, e.name.as_str())
         }
         Err(Failure::Xki(e)) => {
@@ -130,14 +130,54 @@ pub async fn handle(
 }
 
 fn count_error(state: &XkiState, op: &'static str, name: ErrorName) {
-    state
-        .metrics
+    count(&state.metrics, op, name);
+}
+
+fn count(metrics: &Metrics, op: &'static str, name: ErrorName) {
+    metrics
         .errors
         .get_or_create(&ErrorLabels {
             op,
             error_name: name.as_str(),
         })
         .inc();
+}
+
+/// What the KMS-facing listener refuses before a handler runs (a header list over the cap, a
+/// connection over the cap): XKI errors, logged and counted like the requests [`handle`]
+/// answers.
+#[derive(Debug)]
+pub struct Refused {
+    /// Where the refusals are counted.
+    pub metrics: Arc<Metrics>,
+}
+
+impl listener::Refusals for Refused {
+    fn answer(
+        &self,
+        refusal: listener::Refusal,
+        request: Option<&listener::RequestHead>,
+    ) -> listener::Answer {
+        let (status, e) = crate::error::refusal(refusal);
+        count(&self.metrics, "other", e.name);
+        let path: String = request
+            .map_or("-", |head| head.uri.path())
+            .chars()
+            .take(200)
+            .collect();
+        tracing::info!(
+            target: "xki_proxy::request",
+            op = "other",
+            path = %path,
+            refusal = refusal.as_str(),
+            outcome = e.name.as_str(),
+            status = status.as_u16(),
+        );
+        listener::Answer::json(
+            status.as_u16(),
+            &schemas::xki::ErrorBody::new(e.name, &e.message),
+        )
+    }
 }
 
 /// Calls the backend under admission control (a request waits at most `admission_wait` for one
@@ -164,8 +204,9 @@ async fn within_deadline<T>(
 
 enum Failure {
     MethodNotAllowed,
-    /// The body is over the cap: 413 with a ValidationException body, decided before auth.
-    TooLarge(usize),
+    /// The body is over the cap (413, before the signature is checked), too slow (408) or
+    /// broken: a ValidationException body with the listener's status.
+    Refused(listener::Refusal),
     Xki(XkiError),
 }
 
@@ -179,42 +220,46 @@ fn xki(name: ErrorName, message: impl Into<String>) -> Failure {
     Failure::Xki(XkiError::new(name, message))
 }
 
+/// A request that passed every check that needs no body.
+struct Admitted<'r> {
+    route: Route<'r>,
+    store: Arc<KeyStore>,
+    /// The headers as SigV4 signs them (`host` from `:authority` over HTTP/2).
+    headers: Vec<(String, String)>,
+}
+
 async fn serve(
     req: &HttpRequest,
-    payload: web::Payload,
+    mut payload: web::Payload,
     state: &XkiState,
     trace: &mut Trace,
 ) -> Result<HttpResponse, Failure> {
-    let Some(route) = route(req.path()) else {
-        return Err(xki(ErrorName::InvalidUriPathException, "unknown URI path"));
-    };
-    let prefix = match &route {
-        Route::Health { prefix } => {
-            trace.op = "health";
-            *prefix
+    let deadline = listener::Deadline::after(state.body_timeout);
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let cap = state.limits.max_body_bytes();
+    let Admitted {
+        route,
+        store,
+        headers,
+    } = match admit(req, state, declared, trace) {
+        Ok(admitted) => admitted,
+        Err(failure) => {
+            // Over HTTP/2 an answer sent while the client still sends its body is lost.
+            listener::body::discard(&mut payload, deadline).await;
+            return Err(failure);
         }
-        Route::Key { prefix, key_id, op } => {
-            trace.op = op.as_str();
-            trace.key_id = (*key_id).chars().take(128).collect();
-            *prefix
-        }
     };
-    trace.prefix = prefix.to_owned();
-    if req.method() != Method::POST {
-        return Err(Failure::MethodNotAllowed);
-    }
-    let stores = state.tenancy.snapshot();
-    let Some(store) = stores.get(prefix) else {
-        return Err(xki(
-            ErrorName::InvalidUriPathException,
-            "unknown URI path prefix",
-        ));
-    };
-    let body = read_body(req, payload, state.limits.max_body_bytes()).await?;
+    let body = listener::body::read(&mut payload, declared, cap, deadline)
+        .await
+        .map_err(|e| Failure::Refused(e.into()))?;
 
     let auth_started = Instant::now();
-    authenticate(req, &body, &store)?;
-    trace.auth = auth_started.elapsed();
+    authenticate(req, &headers, &body, &store)?;
+    trace.auth += auth_started.elapsed();
 
     match route {
         Route::Health { .. } => {
@@ -335,34 +380,91 @@ fn record_backend(state: &XkiState, trace: &mut Trace, ctx: &ekm::OpContext, sta
         .observe(trace.backend.as_secs_f64());
 }
 
-/// Reads the body, refusing more than `cap` bytes without buffering them.
-async fn read_body(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    cap: usize,
-) -> Result<Vec<u8>, Failure> {
-    let too_large = || Failure::TooLarge(cap);
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > cap) {
-        return Err(too_large());
-    }
-    let mut body = Vec::with_capacity(declared.unwrap_or(1024).min(cap));
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|_| xki(ErrorName::ValidationException, "cannot read request body"))?;
-        if body.len() + chunk.len() > cap {
-            return Err(too_large());
+/// Route, method, key store, a declared body over the cap (before authentication, spec §4.1)
+/// and the SigV4 checks of the headers: what can be refused before the body is read (an
+/// unauthenticated client cannot make the proxy wait for one).
+fn admit<'r>(
+    req: &'r HttpRequest,
+    state: &XkiState,
+    declared: Option<usize>,
+    trace: &mut Trace,
+) -> Result<Admitted<'r>, Failure> {
+    let Some(route) = route(req.path()) else {
+        return Err(xki(ErrorName::InvalidUriPathException, "unknown URI path"));
+    };
+    let prefix = match &route {
+        Route::Health { prefix } => {
+            trace.op = "health";
+            *prefix
         }
-        body.extend_from_slice(&chunk);
+        Route::Key { prefix, key_id, op } => {
+            trace.op = op.as_str();
+            trace.key_id = (*key_id).chars().take(128).collect();
+            *prefix
+        }
+    };
+    trace.prefix = prefix.to_owned();
+    if req.method() != Method::POST {
+        return Err(Failure::MethodNotAllowed);
     }
-    Ok(body)
+    let stores = state.tenancy.snapshot();
+    let Some(store) = stores.get(prefix) else {
+        return Err(xki(
+            ErrorName::InvalidUriPathException,
+            "unknown URI path prefix",
+        ));
+    };
+    let limit = state.limits.max_body_bytes();
+    if declared.is_some_and(|len| len > limit) {
+        return Err(Failure::Refused(listener::Refusal::BodyTooLarge { limit }));
+    }
+    let started = Instant::now();
+    let headers = signed_headers(req);
+    let parts = RequestParts {
+        method: req.method().as_str(),
+        target: target(req),
+        headers: &headers,
+        body: &[],
+    };
+    let now = time::OffsetDateTime::now_utc();
+    store
+        .verifier
+        .check_headers(&parts, |ak: &str| store.secret(ak), now)
+        .map_err(|e| xki(ErrorName::AuthenticationFailedException, e.to_string()))?;
+    check_host(&store, &parts)?;
+    trace.auth = started.elapsed();
+    Ok(Admitted {
+        route,
+        store,
+        headers,
+    })
 }
 
-fn authenticate(req: &HttpRequest, body: &[u8], store: &KeyStore) -> Result<(), Failure> {
+/// With `hosts` set, the request must be signed for one of them (`host` is always signed).
+fn check_host(store: &KeyStore, parts: &RequestParts<'_>) -> Result<(), Failure> {
+    if store.hosts.is_empty() {
+        return Ok(());
+    }
+    let refused = || {
+        xki(
+            ErrorName::AuthenticationFailedException,
+            "request signed for a host this key store does not serve",
+        )
+    };
+    let host = parts.single_header("host").map_err(|_| refused())?;
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    if store.hosts.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+        Ok(())
+    } else {
+        Err(refused())
+    }
+}
+
+/// The request's headers as SigV4 signs them: HTTP/2 carries the host as `:authority`.
+fn signed_headers(req: &HttpRequest) -> Vec<(String, String)> {
     let mut headers: Vec<(String, String)> = req
         .headers()
         .iter()
@@ -370,20 +472,30 @@ fn authenticate(req: &HttpRequest, body: &[u8], store: &KeyStore) -> Result<(), 
             Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
         })
         .collect();
-    // HTTP/2 carries the host as :authority; SigV4 signs it as `host`.
     if !headers.iter().any(|(n, _)| n == "host") {
         if let Some(authority) = req.uri().authority() {
             headers.push(("host".into(), authority.as_str().to_owned()));
         }
     }
-    let target = req
-        .uri()
+    headers
+}
+
+fn target(req: &HttpRequest) -> &str {
+    req.uri()
         .path_and_query()
-        .map_or_else(|| req.path(), |pq| pq.as_str());
+        .map_or_else(|| req.path(), |pq| pq.as_str())
+}
+
+fn authenticate(
+    req: &HttpRequest,
+    headers: &[(String, String)],
+    body: &[u8],
+    store: &KeyStore,
+) -> Result<(), Failure> {
     let parts = RequestParts {
         method: req.method().as_str(),
-        target,
-        headers: &headers,
+        target: target(req),
+        headers,
         body,
     };
     store

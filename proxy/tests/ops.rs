@@ -91,7 +91,7 @@ async fn the_admin_api_requires_its_bearer_token() {
             .await;
         assert_eq!(status, 401, "token {token:?}: {body}");
         let response = reqwest::Client::new()
-            .get(proxy.ops_url("/admin/keys"))
+            .get(proxy.admin_url("/admin/keys"))
             .bearer_auth(token.unwrap_or_default())
             .send()
             .await
@@ -101,7 +101,7 @@ async fn the_admin_api_requires_its_bearer_token() {
     // Nothing changed.
     assert_eq!(client.metadata(&key).await.ok()["keyStatus"], "ENABLED");
     let listed = reqwest::Client::new()
-        .get(proxy.ops_url("/admin/keys"))
+        .get(proxy.admin_url("/admin/keys"))
         .bearer_auth(&proxy.admin_token)
         .send()
         .await
@@ -126,6 +126,6 @@ async fn empty_or_short_admin_tokens_are_refused() {
             .await
             .err()
             .unwrap_or_else(|| panic!("{token:?} accepted"));
-        assert!(error.contains("admin_token"), "{token:?}: {error}");
+        assert!(error.contains("admin.token"), "{token:?}: {error}");
     }
 }

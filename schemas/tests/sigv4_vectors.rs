@@ -466,3 +466,42 @@ fn errors_never_print_secrets_or_signatures() {
     );
     assert!(!printed.contains(&vectors.secret_access_key), "{printed}");
 }
+
+/// `check_headers` (what a server runs before reading a body) accepts what `verify` accepts
+/// and refuses, without the body, what `verify` refuses for a header or scope reason.
+#[test]
+fn header_checks_need_no_body_and_refuse_what_verify_refuses() {
+    let (vectors, cases) = load();
+    let check = |case: &Case, lookup: &dyn Fn(&str) -> Option<Secret>| {
+        let parts = RequestParts {
+            body: &[],
+            ..case.parts()
+        };
+        Verifier::new([case.region.as_str()]).check_headers(&parts, lookup, case.now)
+    };
+    let known = lookup(&vectors);
+    for case in &cases {
+        assert_eq!(check(case, &known), Ok(()), "{}", case.name);
+        assert_eq!(
+            check(case, &|_| None),
+            Err(SigV4Error::UnknownAccessKey(vectors.access_key_id.clone()))
+        );
+        let mut late = case.clone();
+        late.now += Duration::minutes(6);
+        assert!(matches!(
+            check(&late, &known),
+            Err(SigV4Error::ClockSkew { .. })
+        ));
+        let mut unsigned = case.clone();
+        unsigned.remove_header("authorization");
+        assert_eq!(
+            check(&unsigned, &known),
+            Err(SigV4Error::MissingAuthorization)
+        );
+        // A wrong body is for `verify` alone: the header checks cannot see it.
+        let mut tampered = case.clone();
+        tampered.body.push(b' ');
+        assert_eq!(check(&tampered, &known), Ok(()));
+        assert_mismatch(&vectors, &tampered, "the body");
+    }
+}

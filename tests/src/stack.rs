@@ -163,8 +163,10 @@ pub struct Proxy {
     pub config: PathBuf,
     /// KMS-facing HTTPS port.
     pub port: u16,
-    /// Ops (ready, admin) port.
+    /// Ops (ping, ready, metrics) port.
     pub ops_port: u16,
+    /// Admin API port (loopback, plain HTTP).
+    pub admin_port: u16,
     /// The JSON `xki-proxy credentials new --out` wrote.
     pub settings_file: PathBuf,
     dir: PathBuf,
@@ -173,7 +175,7 @@ pub struct Proxy {
 impl Proxy {
     /// Mints a credential and writes the configuration (nothing starts).
     pub fn configure(dir: &Path, pki: &Pki, ekm_port: u16) -> Self {
-        let (port, ops_port) = (free_port(), free_port());
+        let (port, ops_port, admin_port) = (free_port(), free_port(), free_port());
         let settings_file = dir.join("xki-connection.json");
         let secret_file = dir.join("xki-secret");
         let admin_token = dir.join("proxy-admin-token");
@@ -220,7 +222,10 @@ max_data_bytes = 6144
 
 [ops]
 listen = "127.0.0.1:{ops_port}"
-admin_token = {{ file = "{admin_token}" }}
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+token = {{ file = "{admin_token}" }}
 
 [backend]
 kind = "remote"
@@ -247,6 +252,7 @@ credentials = [{{ access_key_id = "{access_key_id}", secret = {{ file = "{secret
             config,
             port,
             ops_port,
+            admin_port,
             settings_file,
             dir: dir.to_owned(),
         }

@@ -77,7 +77,7 @@ impl Store {
 pub struct Mtls {
     /// PEM of each accepted client CA.
     pub ca_pems: Vec<String>,
-    /// Accepted client names (CN or DNS SAN).
+    /// Accepted client names (CN or DNS SAN); empty needs `allow_any_client_name`.
     pub allowed_names: Vec<String>,
 }
 
@@ -92,6 +92,12 @@ pub struct Setup {
     pub health_interval_secs: u64,
     /// `[server.mtls]`.
     pub mtls: Option<Mtls>,
+    /// Lines of the `[server.limits]` table.
+    pub server_limits: String,
+    /// Raw TOML of the `[admin]` table after `listen` and `token` (e.g. a `[admin.tls]`).
+    pub admin: String,
+    /// `[admin] listen`.
+    pub admin_listen: String,
 }
 
 impl Setup {
@@ -104,6 +110,9 @@ impl Setup {
             limits: "deadline_ms = 2000\n".into(),
             health_interval_secs: 15,
             mtls: None,
+            server_limits: String::new(),
+            admin: String::new(),
+            admin_listen: "127.0.0.1:0".into(),
         }
     }
 
@@ -136,6 +145,7 @@ impl Setup {
         let mut t = String::new();
         t.push_str("[server]\nlisten = \"127.0.0.1:0\"\n");
         t.push_str("cert_file = \"server.pem\"\nkey_file = \"server.key\"\nworkers = 2\n");
+        writeln!(t, "[server.limits]\n{}", self.server_limits).unwrap();
         if let Some(mtls) = &self.mtls {
             let mut files = Vec::new();
             for (i, pem) in mtls.ca_pems.iter().enumerate() {
@@ -150,7 +160,13 @@ impl Setup {
             )
             .unwrap();
         }
-        t.push_str("[ops]\nlisten = \"127.0.0.1:0\"\nadmin_token = { file = \"admin.token\" }\n");
+        t.push_str("[ops]\nlisten = \"127.0.0.1:0\"\n");
+        writeln!(
+            t,
+            "[admin]\nlisten = {:?}\ntoken = {{ file = \"admin.token\" }}\n{}",
+            self.admin_listen, self.admin
+        )
+        .unwrap();
         writeln!(t, "[limits]\n{}", self.limits).unwrap();
         writeln!(t, "[health]\ninterval_secs = {}", self.health_interval_secs).unwrap();
         // Ignored by `build_with_backend` (the test injects the backend), required by the file.
@@ -206,6 +222,8 @@ pub struct Proxy {
     pub port: u16,
     /// Plain-HTTP ops port.
     pub ops_port: u16,
+    /// Admin API port.
+    pub admin_port: u16,
     /// The backend the proxy holds.
     pub backend: Arc<Backend>,
     /// The CA that issued the server certificate (what clients trust).
@@ -264,7 +282,8 @@ impl Proxy {
                 actix_web::rt::System::new().block_on(async move {
                     match Application::build_with_backend(config, None, dyn_backend) {
                         Ok(app) => {
-                            let ready = (app.port(), app.ops_port(), app.reloader(), app.handles());
+                            let ports = (app.port(), app.ops_port(), app.admin_port());
+                            let ready = (ports, app.reloader(), app.handles());
                             started_tx.send(Ok(ready)).unwrap();
                             app.run_until_stopped().await.unwrap();
                         }
@@ -273,10 +292,11 @@ impl Proxy {
                 });
             })
             .unwrap();
-        let (port, ops_port, reloader, handles) = started_rx.recv().unwrap()?;
+        let ((port, ops_port, admin_port), reloader, handles) = started_rx.recv().unwrap()?;
         Ok(Self {
             port,
             ops_port,
+            admin_port: admin_port.expect("the admin API is on"),
             backend,
             ca,
             setup,
@@ -350,9 +370,19 @@ impl Proxy {
         (response.status().as_u16(), response.text().await.unwrap())
     }
 
+    /// `http://127.0.0.1:<admin>/<path>`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    /// The configuration directory (where the test's files are).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// POST on the admin API with a bearer token.
     pub async fn admin_post(&self, path: &str, token: Option<&str>) -> (u16, String) {
-        let mut request = reqwest::Client::new().post(self.ops_url(path));
+        let mut request = reqwest::Client::new().post(self.admin_url(path));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }

@@ -100,6 +100,27 @@ impl Verifier {
         self.max_clock_skew
     }
 
+    /// Checks everything of `request` that does not need its body, at time `now`: the
+    /// `Authorization` shape, the signed-header set, `x-amz-date` and the skew, the credential
+    /// scope (date, service, region) and that `credentials` know the access key. A server calls
+    /// it before reading a body, so unauthenticated clients cannot make it wait for or buffer
+    /// one; [`Verifier::verify`] still runs every check, with the signature over the body hash.
+    pub fn check_headers<C>(
+        &self,
+        request: &RequestParts<'_>,
+        credentials: C,
+        now: OffsetDateTime,
+    ) -> Result<(), SigV4Error>
+    where
+        C: CredentialLookup,
+    {
+        let (authorization, _, _) = self.check_scope(request, now)?;
+        match credentials.secret(&authorization.access_key_id) {
+            Some(_) => Ok(()),
+            None => Err(SigV4Error::UnknownAccessKey(authorization.access_key_id)),
+        }
+    }
+
     /// Verifies `request` against the secret `credentials` holds for its access key id, at time
     /// `now`. Cheap checks run first; the secret is looked up only for a well-formed, fresh
     /// request in an allowed scope.
@@ -112,6 +133,45 @@ impl Verifier {
     where
         C: CredentialLookup,
     {
+        let (authorization, amz_date, request_time) = self.check_scope(request, now)?;
+        let canonical = canonical_request(request, &authorization.signed_headers)?;
+
+        let Some(secret) = credentials.secret(&authorization.access_key_id) else {
+            return Err(SigV4Error::UnknownAccessKey(authorization.access_key_id));
+        };
+        let key = self.cache.get_or_derive(
+            &authorization.access_key_id,
+            &authorization.scope_date,
+            &authorization.region,
+            &authorization.service,
+            secret.expose(),
+        );
+        let string_to_sign = string_to_sign(
+            amz_date,
+            &authorization.scope_date,
+            &authorization.region,
+            &authorization.service,
+            &canonical,
+        );
+        let expected = Zeroizing::new(hmac_sha256(&*key, string_to_sign.as_bytes()));
+        if !bool::from(expected.ct_eq(&authorization.signature)) {
+            return Err(SigV4Error::SignatureMismatch);
+        }
+        Ok(Verified {
+            access_key_id: authorization.access_key_id,
+            region: authorization.region,
+            service: authorization.service,
+            request_time,
+            signed_headers: authorization.signed_headers,
+        })
+    }
+
+    /// The checks of the `Authorization` header, `x-amz-date` and the credential scope.
+    fn check_scope<'a>(
+        &self,
+        request: &RequestParts<'a>,
+        now: OffsetDateTime,
+    ) -> Result<(Authorization, &'a str, OffsetDateTime), SigV4Error> {
         let authorization = match request.single_header("authorization") {
             Ok(value) => Authorization::parse(value)?,
             Err(0) => return Err(SigV4Error::MissingAuthorization),
@@ -147,36 +207,7 @@ impl Verifier {
                 skew_seconds: skew.whole_seconds(),
             });
         }
-        let canonical = canonical_request(request, &authorization.signed_headers)?;
-
-        let Some(secret) = credentials.secret(&authorization.access_key_id) else {
-            return Err(SigV4Error::UnknownAccessKey(authorization.access_key_id));
-        };
-        let key = self.cache.get_or_derive(
-            &authorization.access_key_id,
-            &authorization.scope_date,
-            &authorization.region,
-            &authorization.service,
-            secret.expose(),
-        );
-        let string_to_sign = string_to_sign(
-            amz_date,
-            &authorization.scope_date,
-            &authorization.region,
-            &authorization.service,
-            &canonical,
-        );
-        let expected = Zeroizing::new(hmac_sha256(&*key, string_to_sign.as_bytes()));
-        if !bool::from(expected.ct_eq(&authorization.signature)) {
-            return Err(SigV4Error::SignatureMismatch);
-        }
-        Ok(Verified {
-            access_key_id: authorization.access_key_id,
-            region: authorization.region,
-            service: authorization.service,
-            request_time,
-            signed_headers: authorization.signed_headers,
-        })
+        Ok((authorization, amz_date, request_time))
     }
 }
 
