@@ -165,6 +165,17 @@ impl KeyInfo {
         }
         Ok(())
     }
+
+    /// Refuses an encrypt the key cannot serve. With an integrity value asked for
+    /// (`want_cdiv`), the key must also decrypt: KMS takes a matching CDIV as the promise that
+    /// Decrypt will work (spec §1.4), and the value is only given after a verification decrypt.
+    pub fn check_encrypt(&self, want_cdiv: bool) -> Result<()> {
+        self.check_crypto(Operation::Encrypt)?;
+        if want_cdiv {
+            self.check_crypto(Operation::Decrypt)?;
+        }
+        Ok(())
+    }
 }
 
 /// Longest operator description.

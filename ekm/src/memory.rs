@@ -168,7 +168,7 @@ impl KeyManager for MemoryKeyManager {
     ) -> Result<EncryptOutput> {
         self.limits.check_encrypt(&request)?;
         self.with_entry(id, |e| {
-            e.record.info().check_crypto(Operation::Encrypt)?;
+            e.record.info().check_encrypt(request.want_cdiv)?;
             let key_version = e.record.current()?.version;
             let metadata = CiphertextMetadata {
                 aad_format: AadFormat::Raw,

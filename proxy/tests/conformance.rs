@@ -301,6 +301,31 @@ async fn cdiv_is_present_when_requested_and_matches_the_recomputed_value() {
     }
 }
 
+/// A CDIV promises KMS that Decrypt works; a key whose usage lacks DECRYPT cannot promise it,
+/// so an encrypt asking for one is refused (it used to get an unverified CDIV).
+#[actix_web::test]
+async fn a_cdiv_is_refused_on_a_key_that_cannot_decrypt() {
+    let proxy = Proxy::default().await;
+    let client = proxy.client("");
+    let usage = KeyUsage {
+        encrypt: true,
+        decrypt: false,
+    };
+    let key = proxy.create_key("cdiv-enc-only", usage).await;
+    for aad in [None, Some(&b"project=nile"[..])] {
+        client
+            .encrypt(&key, &encrypt_body(b"promise", aad, true))
+            .await
+            .error(400, "InvalidKeyUsageException");
+        // Without the integrity value the key still encrypts.
+        let json = client
+            .encrypt(&key, &encrypt_body(b"no promise", aad, false))
+            .await
+            .ok();
+        assert!(json.get("ciphertextDataIntegrityValue").is_none(), "{json}");
+    }
+}
+
 #[actix_web::test]
 async fn decrypt_refuses_any_tampering() {
     let proxy = Proxy::default().await;

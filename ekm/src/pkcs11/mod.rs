@@ -622,7 +622,7 @@ impl KeyManager for Pkcs11KeyManager {
         let inner = &self.inner;
         inner.config.limits.check_encrypt(&request)?;
         let record = inner.record(ctx, id).await?;
-        record.info().check_crypto(Operation::Encrypt)?;
+        record.info().check_encrypt(request.want_cdiv)?;
         let version = record.current()?;
         let key_version = version.version;
         let metadata = CiphertextMetadata {
@@ -631,8 +631,8 @@ impl KeyManager for Pkcs11KeyManager {
         }
         .encode();
         let gcm_aad = inner.config.aad_format.gcm_aad(&request.aad, &metadata)?;
-        // An encrypt-only key cannot run the verification decrypt; its CDIV stays unverified.
-        let verify = request.want_cdiv && record.usage.decrypt;
+        // `check_encrypt` refused a CDIV on a key that cannot decrypt: asked for, it is verified.
+        let verify = request.want_cdiv;
         let label = version.label.clone();
         let key = id.clone();
         let timed = inner

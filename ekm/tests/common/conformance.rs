@@ -245,6 +245,36 @@ pub async fn key_usage_enforced(m: &dyn KeyManager, prefix: &str) {
     }
 }
 
+/// An integrity value promises KMS that Decrypt will work: a key that cannot decrypt refuses
+/// to give one (with or without AAD), and still encrypts without.
+pub async fn integrity_value_needs_decrypt(m: &dyn KeyManager, prefix: &str) {
+    let usage = KeyUsage {
+        encrypt: true,
+        decrypt: false,
+    };
+    let key = create(m, &format!("{prefix}-cdiv-enc-only"), usage).await;
+    for aad in [&b""[..], b"some aad"] {
+        let request = EncryptRequest {
+            plaintext: Zeroizing::new(b"promise".to_vec()),
+            aad: aad.to_vec(),
+            want_cdiv: true,
+        };
+        let refused = m.encrypt(&ctx(), &key, request).await;
+        assert!(
+            matches!(
+                refused,
+                Err(Error::KeyUsageNotPermitted {
+                    operation: ekm::Operation::Decrypt,
+                    ..
+                })
+            ),
+            "AAD {aad:?}: {refused:?}"
+        );
+        let out = encrypt(m, &key, b"no promise", aad).await.unwrap();
+        assert!(out.cdiv.is_none());
+    }
+}
+
 pub async fn lifecycle(m: &dyn KeyManager, prefix: &str) {
     let c = ctx();
     let key = create(m, &format!("{prefix}-life"), KeyUsage::BOTH).await;
@@ -414,6 +444,7 @@ pub async fn run_all(m: &dyn KeyManager, prefix: &str) {
     round_trips(m, prefix).await;
     tampering_is_invalid_ciphertext(m, prefix).await;
     key_usage_enforced(m, prefix).await;
+    integrity_value_needs_decrypt(m, prefix).await;
     lifecycle(m, prefix).await;
     rotation_keeps_old_ciphertexts(m, prefix).await;
     generated_ids_and_listing(m, prefix).await;
