@@ -8,7 +8,7 @@ use common::client::{
     Alpn, Encrypted, decrypt_body, encrypt_body, health_body, http_client, metadata_body,
 };
 use common::raw::{Conn, TlsOptions, client_config, http1_request};
-use common::{Proxy, Setup, Store};
+use common::{Proxy, Setup, Store, curl};
 use ekm::{KeyManager as _, KeyUsage};
 use reqwest::Version;
 use schemas::b64;
@@ -463,4 +463,166 @@ async fn http1_connection_is_kept_alive_across_requests() {
             response.reply().ok();
         }
     }
+}
+
+/// Every refusal decided before the body (unknown path or prefix, wrong method, a body over the
+/// cap, a request that is not signed) reaches an HTTP/2 client: curl `--http2` over TLS, bodies
+/// of 100 B, 3 KB and 40 KB (past the cap), 50 tries each, no answer lost. (The proxy used to
+/// answer before reading the body; actix then reset the stream and curl got no response.)
+#[actix_web::test]
+async fn early_refusals_reach_http2_clients() {
+    let proxy = Proxy::default().await;
+    let files = curl::Files::new(&proxy);
+    let cap = schemas::xki::Limits::default().max_body_bytes();
+    let past_cap = 40 * 1024;
+    assert!(past_cap > cap);
+    // (what, method, target, status and error name for a body within the cap)
+    let cases: [(&str, &str, &str, u16, Option<&str>); 4] = [
+        (
+            "unknown path",
+            "POST",
+            "/kms/xks/v1/nowhere",
+            404,
+            Some("InvalidUriPathException"),
+        ),
+        (
+            "unknown prefix",
+            "POST",
+            "/nobody/kms/xks/v1/health",
+            404,
+            Some("InvalidUriPathException"),
+        ),
+        ("wrong method", "GET", "/kms/xks/v1/health", 405, None),
+        (
+            "not signed",
+            "POST",
+            "/kms/xks/v1/health",
+            401,
+            Some("AuthenticationFailedException"),
+        ),
+    ];
+    let ca = files.ca();
+    let mut lost = Vec::new();
+    for (what, method, target, status, name) in cases {
+        for size in [100, 3 * 1024, past_cap] {
+            // The cap is decided after the route, method and prefix, before authentication.
+            let (status, name) = if size > cap && status == 401 {
+                (413, Some("ValidationException"))
+            } else {
+                (status, name)
+            };
+            let body = vec![b'x'; size];
+            let outcomes: Vec<curl::Outcome> = std::thread::scope(|scope| {
+                let runs: Vec<_> = (0..5)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            (0..10)
+                                .map(|_| {
+                                    curl::run(
+                                        proxy.port,
+                                        &ca,
+                                        target,
+                                        &[
+                                            "--http2",
+                                            "-X",
+                                            method,
+                                            "-H",
+                                            "Content-Type: application/json",
+                                            "--data-binary",
+                                            "@-",
+                                        ],
+                                        &body,
+                                    )
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                runs.into_iter().flat_map(|r| r.join().unwrap()).collect()
+            });
+            assert_eq!(outcomes.len(), 50);
+            for outcome in outcomes {
+                let answered = outcome.status == Some(status)
+                    && outcome.version == "2"
+                    && name.is_none_or(|n| outcome.error_name().as_deref() == Some(n));
+                if !answered {
+                    lost.push(format!("{what}, {size} B: {outcome:?}"));
+                }
+            }
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} lost answers:\n{}",
+        lost.len(),
+        lost.join("\n")
+    );
+}
+
+/// With mTLS, a refused client certificate (expired, self-signed, from another CA) ends the
+/// handshake with `handshake_failure`, and under TLS 1.3 curl, which writes its request right
+/// behind its `Finished`, still reads that alert: 20 tries each, 20 alerts. (The proxy used to
+/// close with the request unread; the reset destroyed the alert and curl saw a broken pipe.)
+#[actix_web::test]
+async fn a_refused_client_certificate_gets_its_alert_under_tls13() {
+    let client_ca = certs::Authority::new("KMS client test CA").unwrap();
+    let other_ca = certs::Authority::new("Some other CA").unwrap();
+    let mut setup = Setup::new();
+    setup.mtls = Some(common::Mtls {
+        ca_pems: vec![client_ca.cert_pem().to_owned()],
+        allowed_names: vec![common::KMS_CLIENT_NAME.into()],
+    });
+    let proxy = Proxy::start(setup).await;
+    let files = curl::Files::new(&proxy);
+    let leaf = certs::LeafSpec::client(common::KMS_CLIENT_NAME, &[]);
+    let refused = [
+        ("expired", client_ca.issue(&leaf.clone().expired()).unwrap()),
+        ("self-signed", certs::self_signed(&leaf).unwrap()),
+        ("another CA", other_ca.issue(&leaf).unwrap()),
+    ];
+    let body = serde_json::to_vec(&health_body("KmsHealthCheck")).unwrap();
+    let attempt = |cert: &std::path::Path, key: &std::path::Path| {
+        curl::run(
+            proxy.port,
+            &files.ca(),
+            "/kms/xks/v1/health",
+            &[
+                "--tlsv1.3",
+                "--tls-max",
+                "1.3",
+                "--cert",
+                cert.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                "@-",
+            ],
+            &body,
+        )
+    };
+    for (what, identity) in &refused {
+        let (cert, key) = files.identity(what.replace(' ', "-").as_str(), identity);
+        let mut without_alert = Vec::new();
+        for _ in 0..20 {
+            let outcome = attempt(&cert, &key);
+            assert_eq!(outcome.status, None, "{what}: TLS let a request through");
+            if !outcome.stderr.contains("alert handshake failure") {
+                without_alert.push(outcome.stderr);
+            }
+        }
+        assert!(
+            without_alert.is_empty(),
+            "{what}: {} of 20 saw no alert: {without_alert:?}",
+            without_alert.len()
+        );
+    }
+    // The allowed certificate passes TLS (and, unsigned, gets the XKI answer).
+    let allowed = client_ca
+        .issue_client(common::KMS_CLIENT_NAME, &[])
+        .unwrap();
+    let (cert, key) = files.identity("allowed", &allowed);
+    let outcome = attempt(&cert, &key);
+    assert_eq!(outcome.status, Some(401), "{outcome:?}");
 }
