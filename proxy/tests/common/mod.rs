@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod curl;
+pub mod h2raw;
 pub mod hsm;
 pub mod raw;
 
