@@ -257,8 +257,25 @@ impl Proxy {
             .unwrap_or_else(|e| panic!("proxy did not start: {e}"))
     }
 
+    /// Starts the proxy in front of `serving` instead of the process's manager (a remote
+    /// EKM, say); `backend` still reaches the process's token directly.
+    pub async fn start_serving(setup: Setup, serving: Arc<dyn ekm::KeyManager>) -> Self {
+        let admin_token = format!("admin-{}", uuid::Uuid::new_v4());
+        Self::launch(setup, &admin_token, Some(serving))
+            .await
+            .unwrap_or_else(|e| panic!("proxy did not start: {e}"))
+    }
+
     /// Starts the proxy with `admin_token` in its token file; the start error, if any.
     pub async fn try_start(setup: Setup, admin_token: &str) -> Result<Self, String> {
+        Self::launch(setup, admin_token, None).await
+    }
+
+    async fn launch(
+        setup: Setup,
+        admin_token: &str,
+        serving: Option<Arc<dyn ekm::KeyManager>>,
+    ) -> Result<Self, String> {
         let admin_token = admin_token.to_owned();
         let backend = Arc::new(Backend::new());
         let dir = tempfile::Builder::new()
@@ -277,7 +294,7 @@ impl Proxy {
         // The proxy gets its own thread and actix System, like the binary's main; `build`
         // binds both listeners before it returns, so no waiting is needed afterwards.
         let (started_tx, started_rx) = std::sync::mpsc::channel();
-        let dyn_backend: Arc<dyn ekm::KeyManager> = backend.clone();
+        let dyn_backend: Arc<dyn ekm::KeyManager> = serving.unwrap_or_else(|| backend.clone());
         std::thread::Builder::new()
             .name("xki-proxy-under-test".into())
             .spawn(move || {
