@@ -590,4 +590,88 @@ mod tests {
             plain.err()
         );
     }
+
+    fn with_sections(sections: &str) -> Result<Config, ConfigError> {
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ncert_file = \"s.pem\"\nkey_file = \"s.key\"\n\
+             {sections}\n\
+             [backend]\nkind = \"in-process\"\nekm_config = \"ekm.toml\"\n\
+             [[key_store]]\nprefix = \"\"\nregions = [\"r\"]\n\
+             credentials = [{{ access_key_id = \"AKIDEXAMPLEEXAMPLEAB\", secret = {{ env = \"X\" }} }}]\n"
+        );
+        Config::from_toml(&text, std::iter::empty(), Path::new("/etc/xki"))
+    }
+
+    #[test]
+    fn mtls_without_allowed_names_needs_an_explicit_yes() {
+        let empty = with_sections("[server.mtls]\nca_files = [\"ca.pem\"]\n");
+        assert!(
+            empty
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("allow_any_client_name")),
+            "{:?}",
+            empty.err()
+        );
+        let explicit =
+            with_sections("[server.mtls]\nca_files = [\"ca.pem\"]\nallow_any_client_name = true\n");
+        assert!(explicit.is_ok(), "{:?}", explicit.err());
+        let named = with_sections(
+            "[server.mtls]\nca_files = [\"ca.pem\"]\nallowed_names = [\"cks.kms.r.amazonaws.com\"]\n",
+        );
+        assert!(named.is_ok(), "{:?}", named.err());
+    }
+
+    #[test]
+    fn a_plain_admin_listener_stays_on_loopback() {
+        let token = "token = { env = \"T\" }";
+        for listen in ["127.0.0.1:9181", "[::1]:9181"] {
+            let ok = with_sections(&format!("[admin]\nlisten = \"{listen}\"\n{token}\n"));
+            assert!(ok.is_ok(), "{listen}: {:?}", ok.err());
+        }
+        let open = with_sections(&format!("[admin]\nlisten = \"0.0.0.0:9181\"\n{token}\n"));
+        assert!(
+            open.as_ref()
+                .is_err_and(|e| e.to_string().contains("admin.tls")),
+            "{:?}",
+            open.err()
+        );
+        let with_tls = with_sections(&format!(
+            "[admin]\nlisten = \"0.0.0.0:9181\"\n{token}\n\
+             [admin.tls]\ncert_file = \"a.pem\"\nkey_file = \"a.key\"\n"
+        ));
+        assert!(with_tls.is_ok(), "{:?}", with_tls.err());
+        // Without a token nothing listens, wherever it would.
+        assert!(with_sections("[admin]\nlisten = \"0.0.0.0:9181\"\n").is_ok());
+        // The old place of the token is gone, loudly.
+        assert!(with_sections(&format!("[ops]\nadmin_{token}\n")).is_err());
+    }
+
+    #[test]
+    fn store_hosts_are_host_names() {
+        let store = |hosts: &str| {
+            let text = format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\ncert_file = \"s.pem\"\nkey_file = \"s.key\"\n\
+                 [backend]\nkind = \"in-process\"\nekm_config = \"ekm.toml\"\n\
+                 [[key_store]]\nprefix = \"\"\nregions = [\"r\"]\nhosts = {hosts}\n\
+                 credentials = [{{ access_key_id = \"AKIDEXAMPLEEXAMPLEAB\", secret = {{ env = \"X\" }} }}]\n"
+            );
+            Config::from_toml(&text, std::iter::empty(), Path::new("/etc/xki"))
+        };
+        assert!(store("[\"xki.example.com\", \"10.0.0.1\"]").is_ok());
+        for bad in ["[\"xki.example.com:443\"]", "[\"https://xki\"]", "[\"\"]"] {
+            assert!(store(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn listener_limits_are_a_server_section() {
+        let c = with_sections("[server.limits]\nmax_connections = 10\nbody_timeout_ms = 500\n")
+            .unwrap();
+        assert_eq!(c.server.limits.max_connections, 10);
+        assert_eq!(
+            c.server.limits.body_timeout,
+            std::time::Duration::from_millis(500)
+        );
+        assert!(with_sections("[server.limits]\nmax_connections = 0\n").is_err());
+    }
 }

@@ -351,3 +351,70 @@ async fn captured_curl_requests_cannot_be_replayed() {
         .await
         .ok();
 }
+
+/// Signs a health request for `host` (the `Host` header and the signed `host`), sent over a
+/// TLS connection to the proxy (SNI the proxy's name).
+async fn health_signed_for(proxy: &Proxy, prefix: &str, host: &str) -> (u16, Option<String>) {
+    let credential = proxy.setup.store(prefix).credentials[0].clone();
+    let signer = schemas::sigv4::Signer::new(credential, common::REGION, "kms-xks-proxy");
+    let target = format!("{prefix}/kms/xks/v1/health");
+    let body = serde_json::to_vec(&health_body("KmsHealthCheck")).unwrap();
+    let mut headers = vec![
+        ("Host".to_owned(), host.to_owned()),
+        ("Content-Type".to_owned(), "application/json".to_owned()),
+    ];
+    let signed = signer
+        .sign(
+            &schemas::sigv4::RequestParts {
+                method: "POST",
+                target: &target,
+                headers: &headers,
+                body: &body,
+            },
+            &[],
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+    headers.push(("x-amz-date".to_owned(), signed.x_amz_date));
+    headers.push(("authorization".to_owned(), signed.authorization));
+    let mut conn = Conn::connect(
+        proxy.port,
+        client_config(proxy.ca.cert_pem(), None, &TlsOptions::default()),
+    )
+    .await
+    .unwrap();
+    let response = conn
+        .exchange(&http1_request("POST", &target, &headers, &body))
+        .await
+        .unwrap();
+    (response.status, response.reply().error_name())
+}
+
+/// A key store with `hosts` accepts only requests signed for one of them (port ignored): a
+/// request validly signed for `evil.example` is refused. Without `hosts`, any host.
+#[actix_web::test]
+async fn a_store_with_hosts_refuses_requests_signed_for_another_host() {
+    let mut pinned = Store::new("/pinned");
+    pinned.hosts = vec![common::HOST.to_ascii_uppercase()];
+    let proxy = Proxy::start(Setup::with_stores(vec![Store::new(""), pinned])).await;
+    let port = proxy.port;
+    for host in [format!("{}:{port}", common::HOST), common::HOST.to_owned()] {
+        assert_eq!(
+            health_signed_for(&proxy, "/pinned", &host).await.0,
+            200,
+            "{host}"
+        );
+    }
+    for host in [
+        "evil.example".to_owned(),
+        format!("evil.example:{port}"),
+        format!("{}.evil.example", common::HOST),
+    ] {
+        assert_eq!(
+            health_signed_for(&proxy, "/pinned", &host).await,
+            (401, Some("AuthenticationFailedException".to_owned())),
+            "{host}"
+        );
+    }
+    assert_eq!(health_signed_for(&proxy, "", "evil.example").await.0, 200);
+}

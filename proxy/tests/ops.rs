@@ -33,6 +33,104 @@ async fn ping_and_ready_are_also_served_on_the_main_port_without_mtls() {
     }
 }
 
+/// `/ready` on the KMS-facing port (anyone who can connect reaches it) says ready or not and
+/// names no HSM, vendor, model or firmware; the ops port keeps the details.
+#[actix_web::test]
+async fn ready_on_the_main_port_reveals_nothing_about_the_hsms() {
+    let proxy = Proxy::default().await;
+    let reply = proxy
+        .unsigned("")
+        .send(Method::GET, "/ready", Vec::new())
+        .await;
+    assert_eq!(reply.status, 200);
+    let public = String::from_utf8(reply.body).unwrap();
+    assert_eq!(public, r#"{"status":"READY"}"#);
+    let (_, detailed) = proxy.ops_get("/ready").await;
+    assert!(detailed.contains("ekmFleetDetails"), "{detailed}");
+    assert!(detailed.contains(common::hsm::TOKEN_LABEL), "{detailed}");
+}
+
+/// The admin API has its own listener: the ops port (what load balancers and monitoring
+/// reach) does not serve it.
+#[actix_web::test]
+async fn the_admin_api_is_not_on_the_ops_port() {
+    let proxy = Proxy::default().await;
+    let response = reqwest::Client::new()
+        .get(proxy.ops_url("/admin/keys"))
+        .bearer_auth(&proxy.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+    let response = reqwest::Client::new()
+        .get(proxy.admin_url("/admin/keys"))
+        .bearer_auth(&proxy.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let (status, _) = proxy.admin_get_path("/ping").await;
+    assert_eq!(status, 404, "and the admin port serves no probes");
+}
+
+/// Off loopback the admin listener needs TLS: a plain one is refused at start; with
+/// `[admin.tls]` it serves HTTPS (and `xki-proxy keys` finds it through the configuration,
+/// trusting exactly the configured certificate).
+#[actix_web::test]
+async fn a_non_loopback_admin_listener_needs_tls() {
+    let mut plain = Setup::new();
+    plain.admin_listen = "0.0.0.0:0".into();
+    let error = Proxy::try_start(plain, "admin-token-long-enough")
+        .await
+        .expect_err("a plain admin listener on 0.0.0.0 was accepted");
+    assert!(error.contains("admin.tls"), "{error}");
+
+    let mut tls = Setup::new();
+    tls.admin_listen = "0.0.0.0:0".into();
+    tls.admin = "[admin.tls]\ncert_file = \"server.pem\"\nkey_file = \"server.key\"\n".into();
+    let proxy = Proxy::start(tls).await;
+    let https = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(proxy.ca.cert_pem().as_bytes()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let response = https
+        .get(format!("https://127.0.0.1:{}/admin/keys", proxy.admin_port))
+        .bearer_auth(&proxy.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let plain_http = reqwest::get(proxy.admin_url("/admin/keys")).await;
+    assert!(
+        plain_http.is_err() || plain_http.is_ok_and(|r| r.status().as_u16() != 200),
+        "plain HTTP on the TLS admin port"
+    );
+    // The CLI, from the configuration file (the admin port from the environment, as the
+    // file says port 0).
+    let output = tokio::task::spawn_blocking({
+        let config = proxy.dir().join(common::CONFIG_FILE);
+        let listen = format!("\"127.0.0.1:{}\"", proxy.admin_port);
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_xki-proxy"))
+                .args(["keys", "--config"])
+                .arg(config)
+                .args(["--json", "list"])
+                .env("XKI_PROXY__ADMIN__LISTEN", listen)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let listed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(listed.is_array(), "{listed}");
+}
+
 #[actix_web::test]
 async fn metrics_expose_latency_and_errors_by_xks_error_name() {
     let proxy = Proxy::default().await;

@@ -174,3 +174,126 @@ async fn the_server_certificate_reloads_for_new_connections() {
         "a client trusting only the old CA refuses the new certificate: {error}"
     );
 }
+
+/// A reload changes the server certificate and the client verifier together or not at all: a
+/// new certificate with an unusable client CA file is refused whole, and the old certificate
+/// and CAs stay in force. (The certificate used to be swapped before the CA file failed.)
+#[actix_web::test]
+async fn certificate_and_client_verifier_reload_together_or_not_at_all() {
+    let client_ca = certs::Authority::new("KMS client test CA").unwrap();
+    let mut setup = Setup::new();
+    setup.mtls = Some(common::Mtls {
+        ca_pems: vec![client_ca.cert_pem().to_owned()],
+        allowed_names: vec![common::KMS_CLIENT_NAME.into()],
+    });
+    let mut proxy = Proxy::start(setup).await;
+    let kms = client_ca
+        .issue_client(common::KMS_CLIENT_NAME, &[])
+        .unwrap();
+    let old_server_ca = proxy.ca.cert_pem().to_owned();
+    let with_old_trust = || client_config(&old_server_ca, Some(&kms), &TlsOptions::default());
+    assert_eq!(
+        common::raw::attempt(proxy.port, with_old_trust())
+            .await
+            .unwrap(),
+        401
+    );
+
+    let new_ca = certs::Authority::new("XKI proxy rotated CA").unwrap();
+    let server = new_ca
+        .issue_server(common::HOST, &[common::HOST], &[])
+        .unwrap();
+    proxy.write_file("server.pem", &server.cert_pem);
+    proxy.write_file("server.key", &server.key_pem);
+    let mut broken = proxy.setup.clone();
+    broken.mtls = Some(common::Mtls {
+        ca_pems: vec!["not a certificate".into()],
+        allowed_names: vec![common::KMS_CLIENT_NAME.into()],
+    });
+    let error = proxy.apply(broken).unwrap_err().to_string();
+    assert!(error.contains("no certificate"), "{error}");
+    // Neither the certificate nor the client CA changed.
+    assert_eq!(
+        common::raw::attempt(proxy.port, with_old_trust())
+            .await
+            .unwrap(),
+        401,
+        "the old server certificate and client CA are still in force"
+    );
+}
+
+/// Switching mTLS on or off is not something a reload can do: it is refused loudly (an error
+/// naming the restart it needs) and nothing changes. (It used to be accepted and ignored.)
+#[actix_web::test]
+async fn switching_mtls_on_or_off_by_reload_is_refused() {
+    let client_ca = certs::Authority::new("KMS client test CA").unwrap();
+    let mtls = common::Mtls {
+        ca_pems: vec![client_ca.cert_pem().to_owned()],
+        allowed_names: vec![common::KMS_CLIENT_NAME.into()],
+    };
+    // Off → on.
+    let mut proxy = Proxy::default().await;
+    let mut on = proxy.setup.clone();
+    on.mtls = Some(mtls.clone());
+    let error = proxy.apply(on).unwrap_err().to_string();
+    assert!(
+        error.contains("server.mtls") && error.contains("restart"),
+        "{error}"
+    );
+    proxy.client("").health().await.ok();
+    // On → off.
+    let mut setup = Setup::new();
+    setup.mtls = Some(mtls);
+    let mut proxy = Proxy::start(setup).await;
+    let mut off = proxy.setup.clone();
+    off.mtls = None;
+    let error = proxy.apply(off).unwrap_err().to_string();
+    assert!(
+        error.contains("server.mtls") && error.contains("restart"),
+        "{error}"
+    );
+    let anonymous = client_config(proxy.ca.cert_pem(), None, &TlsOptions::default());
+    assert!(
+        common::raw::attempt(proxy.port, anonymous).await.is_err(),
+        "still requires a client certificate"
+    );
+}
+
+/// `/admin/reload` re-reads the file and says how it went: 200 when applied, 409 with the
+/// reason when refused (the running configuration stays).
+#[actix_web::test]
+async fn the_admin_reload_answers_whether_it_applied() {
+    let proxy = Proxy::default().await;
+    let token = proxy.admin_token.clone();
+    let mut next = proxy.setup.clone();
+    next.stores.retain(|s| s.prefix != "/tenant-a");
+    next.write_config(proxy.dir());
+    let (status, body) = proxy.admin_post("/admin/reload", Some(&token)).await;
+    assert_eq!(status, 200, "{body}");
+    proxy
+        .client("/tenant-a")
+        .health()
+        .await
+        .error(404, "InvalidUriPathException");
+
+    let client_ca = certs::Authority::new("KMS client test CA").unwrap();
+    let mut refused = next.clone();
+    refused.stores.push(Store::new("/tenant-c"));
+    refused.mtls = Some(common::Mtls {
+        ca_pems: vec![client_ca.cert_pem().to_owned()],
+        allowed_names: vec![common::KMS_CLIENT_NAME.into()],
+    });
+    refused.write_config(proxy.dir());
+    let (status, body) = proxy.admin_post("/admin/reload", Some(&token)).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.contains("ReloadRefused") && body.contains("restart"),
+        "{body}"
+    );
+    proxy
+        .unsigned("/tenant-c")
+        .health()
+        .await
+        .error(404, "InvalidUriPathException");
+    proxy.client("").health().await.ok();
+}

@@ -28,6 +28,8 @@ pub use hsm::{Backend, ctx, unique_key_id};
 pub const HOST: &str = "xks.test.example";
 /// The region every default key store accepts.
 pub const REGION: &str = "us-east-1";
+/// The configuration file in a proxy's directory.
+pub const CONFIG_FILE: &str = "xki-proxy.toml";
 /// The CN KMS presents in mTLS.
 pub const KMS_CLIENT_NAME: &str = "cks.kms.us-east-1.amazonaws.com";
 
@@ -52,6 +54,8 @@ pub struct Store {
     pub quota: Option<(u32, u32)>,
     /// Raw TOML appended to the store (its `[[key_store.rule]]` tables).
     pub rules: String,
+    /// Host names requests must be signed for (empty: any).
+    pub hosts: Vec<String>,
 }
 
 impl Store {
@@ -64,6 +68,7 @@ impl Store {
             keys: vec!["*".into()],
             quota: None,
             rules: String::new(),
+            hosts: Vec::new(),
         }
     }
 
@@ -176,8 +181,8 @@ impl Setup {
         for store in &self.stores {
             writeln!(
                 t,
-                "[[key_store]]\nprefix = {:?}\nregions = {:?}\nkeys = {:?}",
-                store.prefix, store.regions, store.keys
+                "[[key_store]]\nprefix = {:?}\nregions = {:?}\nkeys = {:?}\nhosts = {:?}",
+                store.prefix, store.regions, store.keys, store.hosts
             )
             .unwrap();
             if let Some((per_second, burst)) = store.quota {
@@ -206,9 +211,20 @@ impl Setup {
     }
 
     fn config(&self, dir: &std::path::Path) -> Config {
+        self.try_config(dir)
+            .unwrap_or_else(|e| panic!("test configuration refused: {e}"))
+    }
+
+    fn try_config(&self, dir: &std::path::Path) -> Result<Config, String> {
         let text = self.render(dir);
-        Config::from_toml(&text, std::iter::empty(), dir)
-            .unwrap_or_else(|e| panic!("test configuration refused: {e}\n{text}"))
+        Config::from_toml(&text, std::iter::empty(), dir).map_err(|e| format!("{e}\n{text}"))
+    }
+
+    /// Writes the configuration file the proxy reloads from (`/admin/reload`, SIGHUP).
+    pub fn write_config(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let path = dir.join(CONFIG_FILE);
+        std::fs::write(&path, self.render(dir)).unwrap();
+        path
     }
 }
 
@@ -289,7 +305,8 @@ impl Proxy {
         std::fs::write(dir.path().join("server.pem"), &server.cert_pem).unwrap();
         std::fs::write(dir.path().join("server.key"), &server.key_pem).unwrap();
         std::fs::write(dir.path().join("admin.token"), &admin_token).unwrap();
-        let config = setup.config(dir.path());
+        let config = setup.try_config(dir.path())?;
+        let config_path = setup.write_config(dir.path());
 
         // The proxy gets its own thread and actix System, like the binary's main; `build`
         // binds both listeners before it returns, so no waiting is needed afterwards.
@@ -299,7 +316,7 @@ impl Proxy {
             .name("xki-proxy-under-test".into())
             .spawn(move || {
                 actix_web::rt::System::new().block_on(async move {
-                    match Application::build_with_backend(config, None, dyn_backend) {
+                    match Application::build_with_backend(config, Some(config_path), dyn_backend) {
                         Ok(app) => {
                             let ports = (app.port(), app.ops_port(), app.admin_port());
                             let ready = (ports, app.reloader(), app.handles());
@@ -397,6 +414,12 @@ impl Proxy {
     /// The configuration directory (where the test's files are).
     pub fn dir(&self) -> &std::path::Path {
         self.dir.path()
+    }
+
+    /// GET on the admin port, no token.
+    pub async fn admin_get_path(&self, path: &str) -> (u16, String) {
+        let response = reqwest::get(self.admin_url(path)).await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
     }
 
     /// POST on the admin API with a bearer token.
