@@ -15,6 +15,7 @@ use actix_service::{Service, ServiceFactory};
 use futures_util::future::LocalBoxFuture;
 
 use crate::body::{self, Deadline};
+use crate::conn::{Activity, InProgress};
 use crate::server::Shared;
 
 /// Why the listener refused a request or a connection before the application saw it.
@@ -266,7 +267,10 @@ where
     fn call(&self, mut req: Request) -> Self::Future {
         let inner = Rc::clone(&self.inner);
         let shared = Arc::clone(&self.shared);
+        // From here to the response, the connection has a request in progress.
+        let in_progress = req.conn_data::<Rc<Activity>>().map(InProgress::start);
         Box::pin(async move {
+            let _in_progress = in_progress;
             let limits = &shared.settings.limits;
             let deadline = Deadline::after(limits.body_timeout);
             if header_list_size(req.head()) > limits.max_header_bytes {

@@ -16,8 +16,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// Time to complete a TLS handshake.
     pub handshake_timeout: Duration,
-    /// Time to send a request head, from the connection's first byte (HTTP/1.1) or from the
-    /// connection (HTTP/2 preface and settings).
+    /// Time to send the first request head, from the connection's first byte (HTTP/1.1) or
+    /// from the connection (HTTP/2 preface and settings). A connection with no request in
+    /// progress for the keep-alive time plus this is closed, whatever it sends meanwhile.
     pub header_timeout: Duration,
     /// Time to send a whole request body, counted from its head.
     pub body_timeout: Duration,

@@ -197,10 +197,13 @@ async fn accept(
         shared.overloaded(tcp, tls.as_deref(), peer).await;
         return Err(());
     };
+    let limits = &shared.settings.limits;
+    let idle_limit = shared.settings.keep_alive + limits.header_timeout;
     let Some(tls) = tls else {
-        return Ok((Conn::new(Stream::Plain(tcp), slot), Protocol::Http1, peer));
+        let conn = Conn::new(Stream::Plain(tcp), slot, idle_limit);
+        return Ok((conn, Protocol::Http1, peer));
     };
-    let timeout = shared.settings.limits.handshake_timeout;
+    let timeout = limits.handshake_timeout;
     let stream = handshake(tcp, tls.server_config(), timeout, &shared.stats, peer)
         .await
         .ok_or(())?;
@@ -208,11 +211,8 @@ async fn accept(
         Some(b"h2") => Protocol::Http2,
         _ => Protocol::Http1,
     };
-    Ok((
-        Conn::new(Stream::Tls(Box::new(stream)), slot),
-        protocol,
-        peer,
-    ))
+    let conn = Conn::new(Stream::Tls(Box::new(stream)), slot, idle_limit);
+    Ok((conn, protocol, peer))
 }
 
 /// The server's application types, without owning any (the server stays `Send`).
@@ -321,7 +321,10 @@ where
                 .h2_initial_connection_window_size(H2_CONNECTION_WINDOW)
                 .h2_max_concurrent_streams(limits.max_concurrent_streams)
                 .h2_max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-                .local_addr(addr);
+                .local_addr(addr)
+                .on_connect_ext(|conn: &Conn, data| {
+                    data.insert(conn.activity());
+                });
             if tls.is_some() {
                 http = http.secure();
             }

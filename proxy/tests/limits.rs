@@ -273,3 +273,39 @@ async fn ordinary_headers_fit_under_the_cap() {
         .unwrap();
     response.reply().ok();
 }
+
+/// On a kept-alive connection, the next request head must come within `keep_alive +
+/// header_timeout` too: a client that trickles it a byte at a time is closed. (actix times out
+/// only the first head of a connection, and each trickled byte cleared its keep-alive timer.)
+#[actix_web::test]
+async fn a_trickled_head_on_a_kept_alive_connection_is_cut_off() {
+    let mut setup = setup("header_timeout_ms = 1000\n");
+    setup.keep_alive_secs = Some(1);
+    let proxy = Proxy::start(setup).await;
+    let client = proxy.client("");
+    let target = client.path("/health");
+    let body = serde_json::to_vec(&health_body("KmsHealthCheck")).unwrap();
+    let mut headers = vec![
+        ("Host".to_owned(), client.authority()),
+        ("Content-Type".to_owned(), "application/json".to_owned()),
+    ];
+    headers.extend(client.sign("POST", &target, &body));
+    let mut conn = connect(&proxy).await;
+    let first = conn
+        .exchange(&http1_request("POST", &target, &headers, &body))
+        .await
+        .unwrap();
+    first.reply().ok();
+    // The next head, one byte every 200 ms: it would take minutes.
+    let head = http1_request("POST", &target, &headers, &body);
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        for byte in head.iter().cycle() {
+            if conn.write(&[*byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the trickling connection stayed open");
+}

@@ -105,6 +105,8 @@ pub struct Setup {
     pub admin: String,
     /// `[admin] listen`.
     pub admin_listen: String,
+    /// `[server] keep_alive_secs` (default: the proxy's).
+    pub keep_alive_secs: Option<u64>,
 }
 
 impl Setup {
@@ -120,6 +122,7 @@ impl Setup {
             server_limits: String::new(),
             admin: String::new(),
             admin_listen: "127.0.0.1:0".into(),
+            keep_alive_secs: None,
         }
     }
 
@@ -152,6 +155,9 @@ impl Setup {
         let mut t = String::new();
         t.push_str("[server]\nlisten = \"127.0.0.1:0\"\n");
         t.push_str("cert_file = \"server.pem\"\nkey_file = \"server.key\"\nworkers = 2\n");
+        if let Some(secs) = self.keep_alive_secs {
+            writeln!(t, "keep_alive_secs = {secs}").unwrap();
+        }
         writeln!(t, "[server.limits]\n{}", self.server_limits).unwrap();
         if let Some(mtls) = &self.mtls {
             let mut files = Vec::new();
