@@ -8,10 +8,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::http::{Method, header};
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use schemas::b64;
-use schemas::sigv4::RequestParts;
 use schemas::xki::validate::{Operation, check_metadata, parse_json};
 use schemas::xki::{
     DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, ErrorName, ExternalKeyId,
@@ -19,11 +18,14 @@ use schemas::xki::{
     RequestMetadata,
 };
 
+mod admit;
+
+use self::admit::{Admitted, admit, authenticate};
 use crate::error::XkiError;
 use crate::health::HealthCache;
 use crate::metrics::{ErrorLabels, Metrics, OpLabel};
 use crate::policy;
-use crate::tenancy::{KeyOp, KeyStore, Route, Tenancy, route};
+use crate::tenancy::{KeyOp, KeyStore, Route, Tenancy};
 
 /// Everything a request needs.
 pub struct XkiState {
@@ -220,14 +222,6 @@ fn xki(name: ErrorName, message: impl Into<String>) -> Failure {
     Failure::Xki(XkiError::new(name, message))
 }
 
-/// A request that passed every check that needs no body.
-struct Admitted<'r> {
-    route: Route<'r>,
-    store: Arc<KeyStore>,
-    /// The headers as SigV4 signs them (`host` from `:authority` over HTTP/2).
-    headers: Vec<(String, String)>,
-}
-
 async fn serve(
     req: &HttpRequest,
     mut payload: web::Payload,
@@ -378,135 +372,6 @@ fn record_backend(state: &XkiState, trace: &mut Trace, ctx: &ekm::OpContext, sta
         .backend_seconds
         .get_or_create(&OpLabel { op: trace.op })
         .observe(trace.backend.as_secs_f64());
-}
-
-/// Route, method, key store, a declared body over the cap (before authentication, spec §4.1)
-/// and the SigV4 checks of the headers: what can be refused before the body is read (an
-/// unauthenticated client cannot make the proxy wait for one).
-fn admit<'r>(
-    req: &'r HttpRequest,
-    state: &XkiState,
-    declared: Option<usize>,
-    trace: &mut Trace,
-) -> Result<Admitted<'r>, Failure> {
-    let Some(route) = route(req.path()) else {
-        return Err(xki(ErrorName::InvalidUriPathException, "unknown URI path"));
-    };
-    let prefix = match &route {
-        Route::Health { prefix } => {
-            trace.op = "health";
-            *prefix
-        }
-        Route::Key { prefix, key_id, op } => {
-            trace.op = op.as_str();
-            trace.key_id = (*key_id).chars().take(128).collect();
-            *prefix
-        }
-    };
-    trace.prefix = prefix.to_owned();
-    if req.method() != Method::POST {
-        return Err(Failure::MethodNotAllowed);
-    }
-    let stores = state.tenancy.snapshot();
-    let Some(store) = stores.get(prefix) else {
-        return Err(xki(
-            ErrorName::InvalidUriPathException,
-            "unknown URI path prefix",
-        ));
-    };
-    let limit = state.limits.max_body_bytes();
-    if declared.is_some_and(|len| len > limit) {
-        return Err(Failure::Refused(listener::Refusal::BodyTooLarge { limit }));
-    }
-    let started = Instant::now();
-    let headers = signed_headers(req);
-    let parts = RequestParts {
-        method: req.method().as_str(),
-        target: target(req),
-        headers: &headers,
-        body: &[],
-    };
-    let now = time::OffsetDateTime::now_utc();
-    store
-        .verifier
-        .check_headers(&parts, |ak: &str| store.secret(ak), now)
-        .map_err(|e| xki(ErrorName::AuthenticationFailedException, e.to_string()))?;
-    check_host(&store, &parts)?;
-    trace.auth = started.elapsed();
-    Ok(Admitted {
-        route,
-        store,
-        headers,
-    })
-}
-
-/// With `hosts` set, the request must be signed for one of them (`host` is always signed).
-fn check_host(store: &KeyStore, parts: &RequestParts<'_>) -> Result<(), Failure> {
-    if store.hosts.is_empty() {
-        return Ok(());
-    }
-    let refused = || {
-        xki(
-            ErrorName::AuthenticationFailedException,
-            "request signed for a host this key store does not serve",
-        )
-    };
-    let host = parts.single_header("host").map_err(|_| refused())?;
-    let name = match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
-    };
-    if store.hosts.iter().any(|h| h.eq_ignore_ascii_case(name)) {
-        Ok(())
-    } else {
-        Err(refused())
-    }
-}
-
-/// The request's headers as SigV4 signs them: HTTP/2 carries the host as `:authority`.
-fn signed_headers(req: &HttpRequest) -> Vec<(String, String)> {
-    let mut headers: Vec<(String, String)> = req
-        .headers()
-        .iter()
-        .filter_map(|(name, value)| {
-            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
-        })
-        .collect();
-    if !headers.iter().any(|(n, _)| n == "host") {
-        if let Some(authority) = req.uri().authority() {
-            headers.push(("host".into(), authority.as_str().to_owned()));
-        }
-    }
-    headers
-}
-
-fn target(req: &HttpRequest) -> &str {
-    req.uri()
-        .path_and_query()
-        .map_or_else(|| req.path(), |pq| pq.as_str())
-}
-
-fn authenticate(
-    req: &HttpRequest,
-    headers: &[(String, String)],
-    body: &[u8],
-    store: &KeyStore,
-) -> Result<(), Failure> {
-    let parts = RequestParts {
-        method: req.method().as_str(),
-        target: target(req),
-        headers,
-        body,
-    };
-    store
-        .verifier
-        .verify(
-            &parts,
-            |ak: &str| store.secret(ak),
-            time::OffsetDateTime::now_utc(),
-        )
-        .map(|_| ())
-        .map_err(|e| xki(ErrorName::AuthenticationFailedException, e.to_string()))
 }
 
 fn authorize(store: &KeyStore, meta: &RequestMetadata, key: &ExternalKeyId) -> Result<(), Failure> {
