@@ -121,7 +121,7 @@ pub struct ServerSection {
     /// Keep-alive idle timeout, s.
     pub keep_alive_secs: u64,
     /// `[server.limits]`: connections, head and body deadlines, header bytes, HTTP/2 streams.
-    pub limits: listener::Limits,
+    pub limits: listener::LimitsConfig,
 }
 
 /// `""` → `None`, otherwise a socket address.
@@ -154,7 +154,7 @@ impl Default for ServerSection {
             max_body_bytes: s.max_body_bytes,
             http_workers: s.http_workers,
             keep_alive_secs: s.keep_alive.as_secs(),
-            limits: s.limits,
+            limits: listener::LimitsConfig::default(),
         }
     }
 }
@@ -235,7 +235,11 @@ impl Config {
             toml::from_str(text).map_err(|e| Error::Config(format!("TOML: {e}")))?;
         schemas::config::overlay_env(&mut value, ENV_PREFIX.trim_end_matches('_'), env)
             .map_err(|e| Error::Config(e.to_string()))?;
-        value.try_into().map_err(|e| Error::Config(format!("{e}")))
+        let config: Self = value
+            .try_into()
+            .map_err(|e| Error::Config(format!("{e}")))?;
+        config.server_settings()?;
+        Ok(config)
     }
 
     /// The PKCS#11 manager configuration (reads the PIN).
@@ -280,9 +284,13 @@ impl Config {
     }
 
     /// The server settings.
-    pub fn server_settings(&self) -> ServerSettings {
+    pub fn server_settings(&self) -> Result<ServerSettings> {
         let s = &self.server;
-        ServerSettings {
+        let limits = s
+            .limits
+            .resolve(listener::Limits::default())
+            .map_err(Error::Config)?;
+        Ok(ServerSettings {
             listen: s.listen,
             liveness_listen: s.liveness_listen,
             default_deadline: Duration::from_millis(s.default_deadline_ms),
@@ -291,8 +299,8 @@ impl Config {
             max_body_bytes: s.max_body_bytes,
             http_workers: s.http_workers,
             keep_alive: Duration::from_secs(s.keep_alive_secs),
-            limits: s.limits,
-        }
+            limits,
+        })
     }
 
     /// The TLS configuration; mTLS unless explicitly waived.

@@ -331,7 +331,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .init();
     let tls = config.tls()?;
     let manager: Arc<dyn KeyManager> = Arc::new(Pkcs11KeyManager::open(config.pkcs11()?).await?);
-    let app = Application::build(config.server_settings(), tls, manager)?;
+    let app = Application::build(config.server_settings()?, tls, manager)?;
     tracing::info!(port = app.port(), liveness_port = ?app.liveness_port(), "ekm serving");
     let handles = app.handles();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

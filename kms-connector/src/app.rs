@@ -32,6 +32,16 @@ pub type Clock = Arc<dyn Fn() -> UnixMillis + Send + Sync>;
 const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Idle time before a keep-alive connection is closed (HTTP/1.1) or pinged (HTTP/2).
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+/// The listener limits `[server.limits]` does not set: the workspace's, with room for a
+/// request head carrying every parameter in its query (the ACS3 SDKs do, a 32 KB policy
+/// percent-encoded included; actix reads at most 128 KiB of head anyway).
+fn listener_defaults() -> listener::Limits {
+    listener::Limits {
+        max_header_bytes: 128 * 1024,
+        ..listener::Limits::default()
+    }
+}
 /// How often expired nonces are forgotten.
 const NONCE_PURGE_INTERVAL: Duration = Duration::from_secs(60);
 /// Keys purged per sweep at most (the next sweep takes the rest).
@@ -165,8 +175,13 @@ impl Application {
         };
         // Every body is read whole by the listener (within MAX_BODY_BYTES and the body
         // deadline) before the handler's extractor sees it.
+        let limits = config
+            .server
+            .limits
+            .resolve(listener_defaults())
+            .map_err(ConfigError::Invalid)?;
         let settings = listener::Settings {
-            limits: config.server.limits,
+            limits,
             keep_alive: KEEP_ALIVE,
             refusals: Arc::new(Refusals),
             buffer_body: Some(MAX_BODY_BYTES),

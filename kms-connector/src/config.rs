@@ -12,7 +12,7 @@
 //! listen = "0.0.0.0:8443"
 //! cert_file = "tls/server.pem"
 //! key_file = "tls/server.key"
-//! [server.limits]                   # optional; listener::Limits, these are the defaults
+//! [server.limits]                   # optional; listener::LimitsConfig
 //! max_connections = 4096
 //! body_timeout_ms = 10000
 //!
@@ -98,7 +98,7 @@ pub struct ServerConfig {
     /// `[server.limits]` (both listeners together): connections, TLS handshake, head and body
     /// deadlines, header bytes, HTTP/2 streams; see `listener::Limits`.
     #[serde(default)]
-    pub limits: listener::Limits,
+    pub limits: listener::LimitsConfig,
 }
 
 /// The HTTPS listener.

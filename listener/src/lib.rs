@@ -29,7 +29,7 @@ mod tls;
 
 pub use body::{BodyError, Deadline};
 pub use gate::{Answer, PlainRefusals, Refusal, Refusals};
-pub use limits::Limits;
+pub use limits::{Limits, LimitsConfig};
 pub use server::{HttpServer, Settings, Stats};
 pub use tls::{LINGER, Tls};
 

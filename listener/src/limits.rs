@@ -1,15 +1,17 @@
 //! What one client may hold of a server: connections, time to finish a TLS handshake, a request
 //! head and a body, header bytes, HTTP/2 streams. Every service reads it from the same
-//! `[server.limits]` table (overridable like any key: `XKI_PROXY__SERVER__LIMITS__…`,
-//! `EKM__SERVER__LIMITS__…`, `KMS_CONNECTOR__SERVER__LIMITS__…`), checked when parsed.
+//! `[server.limits]` table ([`LimitsConfig`], overridable like any key:
+//! `XKI_PROXY__SERVER__LIMITS__…`, `EKM__SERVER__LIMITS__…`, `KMS_CONNECTOR__SERVER__LIMITS__…`)
+//! and fills what the table leaves out from its own defaults ([`LimitsConfig::resolve`]): the
+//! kms-connector, whose SDK clients put every parameter (a 32 KB policy too) in the query
+//! string, allows a longer request head than the others.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
 /// Limits of one server (all its listeners together).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "LimitsTable")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Connections held at once. One more gets the protocol's overload answer (bounded, see
     /// [`crate::OVERLOAD_ANSWERS`]) and is closed, instead of queueing until descriptors run out.
@@ -65,44 +67,38 @@ impl Limits {
     }
 }
 
-/// The TOML shape of [`Limits`]: durations in milliseconds, every key optional.
-#[derive(Debug, Deserialize)]
+/// `[server.limits]` as written: durations in milliseconds, every key optional.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-struct LimitsTable {
-    max_connections: usize,
-    handshake_timeout_ms: u64,
-    header_timeout_ms: u64,
-    body_timeout_ms: u64,
-    max_header_bytes: usize,
-    max_concurrent_streams: u32,
+pub struct LimitsConfig {
+    /// [`Limits::max_connections`].
+    pub max_connections: Option<usize>,
+    /// [`Limits::handshake_timeout`], ms.
+    pub handshake_timeout_ms: Option<u64>,
+    /// [`Limits::header_timeout`], ms.
+    pub header_timeout_ms: Option<u64>,
+    /// [`Limits::body_timeout`], ms.
+    pub body_timeout_ms: Option<u64>,
+    /// [`Limits::max_header_bytes`].
+    pub max_header_bytes: Option<usize>,
+    /// [`Limits::max_concurrent_streams`].
+    pub max_concurrent_streams: Option<u32>,
 }
 
-impl Default for LimitsTable {
-    fn default() -> Self {
-        let d = Limits::default();
-        let ms = |t: Duration| u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
-        Self {
-            max_connections: d.max_connections,
-            handshake_timeout_ms: ms(d.handshake_timeout),
-            header_timeout_ms: ms(d.header_timeout),
-            body_timeout_ms: ms(d.body_timeout),
-            max_header_bytes: d.max_header_bytes,
-            max_concurrent_streams: d.max_concurrent_streams,
-        }
-    }
-}
-
-impl TryFrom<LimitsTable> for Limits {
-    type Error = String;
-
-    fn try_from(t: LimitsTable) -> Result<Self, String> {
+impl LimitsConfig {
+    /// The limits this table sets, `defaults` for the rest, checked.
+    pub fn resolve(&self, defaults: Limits) -> Result<Limits, String> {
+        let ms =
+            |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_millis);
         Limits {
-            max_connections: t.max_connections,
-            handshake_timeout: Duration::from_millis(t.handshake_timeout_ms),
-            header_timeout: Duration::from_millis(t.header_timeout_ms),
-            body_timeout: Duration::from_millis(t.body_timeout_ms),
-            max_header_bytes: t.max_header_bytes,
-            max_concurrent_streams: t.max_concurrent_streams,
+            max_connections: self.max_connections.unwrap_or(defaults.max_connections),
+            handshake_timeout: ms(self.handshake_timeout_ms, defaults.handshake_timeout),
+            header_timeout: ms(self.header_timeout_ms, defaults.header_timeout),
+            body_timeout: ms(self.body_timeout_ms, defaults.body_timeout),
+            max_header_bytes: self.max_header_bytes.unwrap_or(defaults.max_header_bytes),
+            max_concurrent_streams: self
+                .max_concurrent_streams
+                .unwrap_or(defaults.max_concurrent_streams),
         }
         .checked()
     }
@@ -115,13 +111,14 @@ mod tests {
     #[derive(Debug, Deserialize)]
     struct Section {
         #[serde(default)]
-        limits: Limits,
+        limits: LimitsConfig,
     }
 
     fn parse(text: &str) -> Result<Limits, String> {
         toml::from_str::<Section>(text)
-            .map(|s| s.limits)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?
+            .limits
+            .resolve(Limits::default())
     }
 
     #[test]
@@ -145,5 +142,17 @@ mod tests {
         ] {
             assert!(parse(&format!("[limits]\n{bad}\n")).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn what_the_table_leaves_out_comes_from_the_service_defaults() {
+        let defaults = Limits {
+            max_header_bytes: 128 * 1024,
+            ..Limits::default()
+        };
+        let table: Section = toml::from_str("[limits]\nmax_connections = 8\n").unwrap();
+        let limits = table.limits.resolve(defaults).unwrap();
+        assert_eq!(limits.max_header_bytes, 128 * 1024);
+        assert_eq!(limits.max_connections, 8);
     }
 }

@@ -192,7 +192,7 @@ impl Application {
             .time_to_live(Duration::from_millis(config.cache.metadata_ttl_ms))
             .max_capacity(100_000)
             .build();
-        let limits = config.server.limits;
+        let limits = config.server.listener_limits()?;
         let settings =
             |refusals: Arc<dyn listener::Refusals>, keep_alive, buffer_body| listener::Settings {
                 limits,

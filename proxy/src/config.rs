@@ -63,7 +63,16 @@ pub struct ServerConfig {
     /// `[server.limits]`: connections, TLS handshake, head and body deadlines, header bytes,
     /// HTTP/2 streams (shared by the ops and admin listeners).
     #[serde(default)]
-    pub limits: listener::Limits,
+    pub limits: listener::LimitsConfig,
+}
+
+impl ServerConfig {
+    /// The listener limits: `[server.limits]` over the workspace defaults.
+    pub fn listener_limits(&self) -> Result<listener::Limits, ConfigError> {
+        self.limits
+            .resolve(listener::Limits::default())
+            .map_err(ConfigError::Invalid)
+    }
 }
 
 fn default_keep_alive_secs() -> u64 {
@@ -455,6 +464,7 @@ impl Config {
     /// Semantic checks the types cannot express.
     pub fn check(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
+        self.server.listener_limits()?;
         self.limits
             .xki()
             .checked()
@@ -667,11 +677,9 @@ mod tests {
     fn listener_limits_are_a_server_section() {
         let c = with_sections("[server.limits]\nmax_connections = 10\nbody_timeout_ms = 500\n")
             .unwrap();
-        assert_eq!(c.server.limits.max_connections, 10);
-        assert_eq!(
-            c.server.limits.body_timeout,
-            std::time::Duration::from_millis(500)
-        );
+        let limits = c.server.listener_limits().unwrap();
+        assert_eq!(limits.max_connections, 10);
+        assert_eq!(limits.body_timeout, std::time::Duration::from_millis(500));
         assert!(with_sections("[server.limits]\nmax_connections = 0\n").is_err());
     }
 }

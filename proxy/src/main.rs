@@ -193,7 +193,7 @@ fn check_config(path: &Path) -> Result<()> {
             tls.cert_file.display()
         ),
     }
-    let l = &config.server.limits;
+    let l = config.server.listener_limits()?;
     println!(
         "  listener limits      {} connections, handshake {} ms, head {} ms, body {} ms, \
          headers {} B, {} HTTP/2 streams per connection",
