@@ -32,6 +32,10 @@ pub type Clock = Arc<dyn Fn() -> UnixMillis + Send + Sync>;
 const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Idle time before a keep-alive connection is closed (HTTP/1.1) or pinged (HTTP/2).
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// How often expired nonces are forgotten.
+const NONCE_PURGE_INTERVAL: Duration = Duration::from_secs(60);
+/// Keys purged per sweep at most (the next sweep takes the rest).
+const SWEEP_BATCH: u32 = 100;
 
 /// The listener limits `[server.limits]` does not set: the workspace's, with room for a
 /// request head carrying every parameter in its query (the ACS3 SDKs do, a 32 KB policy
@@ -42,10 +46,6 @@ fn listener_defaults() -> listener::Limits {
         ..listener::Limits::default()
     }
 }
-/// How often expired nonces are forgotten.
-const NONCE_PURGE_INTERVAL: Duration = Duration::from_secs(60);
-/// Keys purged per sweep at most (the next sweep takes the rest).
-const SWEEP_BATCH: u32 = 100;
 
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]

@@ -57,14 +57,37 @@ pub struct Reloader {
     /// The admin listener's TLS, when it has TLS.
     admin_tls: Option<Arc<listener::Tls>>,
     config_path: Option<PathBuf>,
+    /// What only a restart changes, as started ([`restart_only`]).
+    started_with: Arc<str>,
+}
+
+/// The parts of a configuration a reload cannot change (listeners, limits, health, cache,
+/// backend), printed for comparison: a reload that changes them says so instead of dropping
+/// the change silently. (Paths and addresses only: no secret is in there.)
+fn restart_only(config: &Config) -> String {
+    let server = &config.server;
+    format!(
+        "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+        server.listen,
+        server.workers,
+        server.keep_alive_secs,
+        server.limits,
+        config.ops.listen,
+        config.admin.listen,
+        config.admin.token.is_some(),
+        config.limits,
+        config.health,
+        config.cache,
+        config.backend,
+    )
 }
 
 impl Reloader {
     /// Applies a new configuration: key stores (credentials, regions, hosts, keys, quotas,
     /// rules) and TLS material (certificate and client CAs and names together, and the admin
-    /// certificate). Listeners, backend, limits, and switching mTLS or admin TLS on or off need
-    /// a restart; a configuration that asks for one of those is refused. On error nothing
-    /// changes.
+    /// certificate). Switching mTLS or admin TLS on or off needs a restart and is refused;
+    /// changes to listeners, limits, health, cache or backend also wait for a restart, which a
+    /// warning says. On error nothing changes.
     pub fn apply(&self, config: &Config) -> Result<(), StartError> {
         // Build everything first so a bad file leaves the running state untouched.
         let stores = KeyStores::build(config, Some(&self.tenancy.snapshot()))?;
@@ -85,6 +108,13 @@ impl Reloader {
             tls.replace(next);
         }
         self.tenancy.replace(stores);
+        if *restart_only(config) != *self.started_with {
+            tracing::warn!(
+                target: "xki_proxy::reload",
+                "listeners, limits, health, cache or backend changed in the configuration: \
+                 those changes take effect at the next restart"
+            );
+        }
         Ok(())
     }
 
@@ -281,6 +311,7 @@ impl Application {
             tls,
             admin_tls: admin_tls.clone(),
             config_path,
+            started_with: restart_only(&config).into(),
         };
         let (admin_server, admin_port) = match admin_token {
             Some(token) => {
