@@ -331,15 +331,18 @@ impl listener::Refusals for Refusals {
         let status = refusal.status();
         let request_id = uuid::Uuid::new_v4().to_string().to_ascii_uppercase();
         let message = format!("The request was refused: {}.", refusal.message());
-        tracing::info!(
-            target: "kms_connector::api",
-            request_id = %request_id,
-            method = %request.map_or("-", |head| head.method.as_str()),
-            refusal = refusal.as_str(),
-            code = code.code(),
-            status,
-            "request refused before the handler"
-        );
+        // Connections refused at the cap are counted and warned about by the listener.
+        if let Some(head) = request {
+            tracing::info!(
+                target: "kms_connector::api",
+                request_id = %request_id,
+                method = %head.method,
+                refusal = refusal.as_str(),
+                code = code.code(),
+                status,
+                "request refused before the handler"
+            );
+        }
         let body = ErrorBody {
             http_status: status,
             ..ErrorBody::new(code, Some(&message), &request_id)

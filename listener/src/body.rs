@@ -50,6 +50,14 @@ impl From<BodyError> for Refusal {
     }
 }
 
+/// The body length a request declares (`Content-Length`), if it declares a readable one.
+pub fn declared_length(headers: &actix_http::header::HeaderMap) -> Option<usize> {
+    headers
+        .get(actix_http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
 /// When a body must be in, counted from now.
 #[derive(Debug, Clone, Copy)]
 pub struct Deadline {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_http::body::{BoxBody, EitherBody, MessageBody};
-use actix_http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_http::header::{self, HeaderName, HeaderValue};
 use actix_http::{Payload, Request, RequestHead, Response, StatusCode};
 use actix_service::{Service, ServiceFactory};
 use futures_util::future::LocalBoxFuture;
@@ -159,9 +159,12 @@ impl Answer {
 }
 
 /// A protocol's answers to the listener's refusals, in its own error shape (XKI, EKM API,
-/// Alibaba OpenAPI), and its log line for them (the listener logs them at `debug` only).
+/// Alibaba OpenAPI), and its log line for refused requests (the listener logs those at `debug`
+/// only).
 pub trait Refusals: Send + Sync + 'static {
-    /// The answer to `refusal` of `request` (`None`: a connection refused before any request).
+    /// The answer to `refusal` of `request`. `None`: a connection refused at the cap before any
+    /// request; those the listener counts ([`crate::Stats`]) and warns about at most every ten
+    /// seconds, so an implementation should not log each one.
     fn answer(&self, refusal: Refusal, request: Option<&RequestHead>) -> Answer;
 }
 
@@ -189,13 +192,6 @@ fn header_list_size(head: &RequestHead) -> usize {
     head.headers.iter().fold(line, |n, (name, value)| {
         n + name.as_str().len() + value.len() + 32
     })
-}
-
-fn content_length(headers: &HeaderMap) -> Option<usize> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
 }
 
 /// Makes a [`Gate`] around each service of `inner`.
@@ -282,7 +278,7 @@ where
                 return Ok(refuse(&shared, refusal, req.head()));
             }
             if let Some(limit) = shared.settings.buffer_body {
-                let declared = content_length(&req.head().headers);
+                let declared = body::declared_length(&req.head().headers);
                 let mut payload = req.take_payload();
                 match body::read(&mut payload, declared, limit, deadline).await {
                     Ok(bytes) => *req.payload() = Payload::from(bytes),

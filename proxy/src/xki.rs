@@ -162,19 +162,18 @@ impl listener::Refusals for Refused {
     ) -> listener::Answer {
         let (status, e) = crate::error::refusal(refusal);
         count(&self.metrics, "other", e.name);
-        let path: String = request
-            .map_or("-", |head| head.uri.path())
-            .chars()
-            .take(200)
-            .collect();
-        tracing::info!(
-            target: "xki_proxy::request",
-            op = "other",
-            path = %path,
-            refusal = refusal.as_str(),
-            outcome = e.name.as_str(),
-            status = status.as_u16(),
-        );
+        // Connections refused at the cap are counted and warned about by the listener.
+        if let Some(head) = request {
+            let path: String = head.uri.path().chars().take(200).collect();
+            tracing::info!(
+                target: "xki_proxy::request",
+                op = "other",
+                path = %path,
+                refusal = refusal.as_str(),
+                outcome = e.name.as_str(),
+                status = status.as_u16(),
+            );
+        }
         listener::Answer::json(
             status.as_u16(),
             &schemas::xki::ErrorBody::new(e.name, &e.message),
@@ -229,11 +228,7 @@ async fn serve(
     trace: &mut Trace,
 ) -> Result<HttpResponse, Failure> {
     let deadline = listener::Deadline::after(state.body_timeout);
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared = listener::body::declared_length(req.headers());
     let cap = state.limits.max_body_bytes();
     let Admitted {
         route,

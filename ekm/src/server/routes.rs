@@ -389,19 +389,22 @@ impl listener::Refusals for Refused {
             Some(head) => request_id_of(&head.headers),
             None => request_id_of(&actix_web::http::header::HeaderMap::new()),
         };
-        let mut path = request.map_or("-", |head| head.uri.path());
-        if let Some((cut, _)) = path.char_indices().nth(200) {
-            path = &path[..cut];
+        // Connections refused at the cap are counted and warned about by the listener.
+        if let Some(head) = request {
+            let mut path = head.uri.path();
+            if let Some((cut, _)) = path.char_indices().nth(200) {
+                path = &path[..cut];
+            }
+            tracing::info!(
+                request_id = %id,
+                op = "-",
+                method = %head.method,
+                path = %path,
+                status = code.http_status(),
+                refusal = refusal.as_str(),
+                "request refused before a handler"
+            );
         }
-        tracing::info!(
-            request_id = %id,
-            op = "-",
-            method = %request.map_or("-", |head| head.method.as_str()),
-            path = %path,
-            status = code.http_status(),
-            refusal = refusal.as_str(),
-            "request refused before a handler"
-        );
         let zero = Duration::ZERO;
         (self.0.metrics).observe("refused", zero, zero, zero, Some(code));
         let body = wire::ErrorResponse {
