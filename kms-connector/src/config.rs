@@ -30,6 +30,12 @@
 //! secret = { file = "secrets/ak.secret" }
 //! principal = "acs:ram::1234567890123456:root"
 //!
+//! [[access_keys]]                   # a crypto-only key
+//! access_key_id = "LTAI5tExampleAppKey"
+//! secret = { env = "APP_AK_SECRET" }
+//! principal = "acs:ram::1234567890123456:user/app"
+//! policy = '{"Version":"1","Statement":[{"Effect":"Allow","Action":["kms:Encrypt","kms:Decrypt"],"Resource":["acs:kms:cn-hangzhou:1234567890123456:key/*"]}]}'
+//!
 //! [[instances]]
 //! id = "kst-hzz68d1fd85abcdefghij"
 //! kind = "software"
@@ -44,6 +50,7 @@ pub use schemas::config::SecretRef;
 use serde::Deserialize;
 
 use crate::api::auth::Principal;
+use crate::api::policy::IdentityPolicy;
 use crate::backend::external::ExternalInstanceConfig;
 use crate::ids::InstanceId;
 use crate::store::InstanceKind;
@@ -166,6 +173,36 @@ pub struct AccessKeyConfig {
     pub secret: SecretRef,
     /// `acs:ram::<account>:root`, `acs:ram::<account>:user/<name>` or `…:role/<name>`.
     pub principal: String,
+    /// Identity policy (RAM statement grammar, JSON) limiting what this key may do, inline.
+    /// Without one, the account root may do everything and other principals everything but
+    /// connect or disconnect instances; key policies apply on top either way.
+    #[serde(default)]
+    pub policy: Option<String>,
+    /// The identity policy, from a file (instead of `policy`).
+    #[serde(default)]
+    pub policy_file: Option<PathBuf>,
+}
+
+impl AccessKeyConfig {
+    /// The identity policy text, when one is configured.
+    pub fn policy_text(&self) -> Result<Option<String>, ConfigError> {
+        match (&self.policy, &self.policy_file) {
+            (Some(text), None) => Ok(Some(text.clone())),
+            (None, Some(path)) => {
+                std::fs::read_to_string(path)
+                    .map(Some)
+                    .map_err(|source| ConfigError::Read {
+                        path: path.clone(),
+                        source,
+                    })
+            }
+            (None, None) => Ok(None),
+            (Some(_), Some(_)) => Err(ConfigError::Invalid(format!(
+                "access_keys {}: give policy or policy_file, not both",
+                self.access_key_id
+            ))),
+        }
+    }
 }
 
 /// A KMS instance.
@@ -273,6 +310,10 @@ impl Config {
             .iter_mut()
             .filter_map(|a| a.secret.file.as_mut())
             .for_each(fix);
+        self.access_keys
+            .iter_mut()
+            .filter_map(|a| a.policy_file.as_mut())
+            .for_each(fix);
         self.database.url = Some(database_url(self.database.url.as_deref(), &base));
         self.base_dir = base;
     }
@@ -356,6 +397,16 @@ impl Config {
             Principal::parse(&key.principal).map_err(|reason| {
                 ConfigError::Invalid(format!("access_keys {id}: principal {reason}"))
             })?;
+            if key.policy.is_some() && key.policy_file.is_some() {
+                return Err(ConfigError::Invalid(format!(
+                    "access_keys {id}: give policy or policy_file, not both"
+                )));
+            }
+            if let Some(text) = &key.policy {
+                IdentityPolicy::parse(text).map_err(|reason| {
+                    ConfigError::Invalid(format!("access_keys {id}: policy: {reason}"))
+                })?;
+            }
         }
         Ok(())
     }

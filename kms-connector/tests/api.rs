@@ -24,6 +24,7 @@ pub async fn instance_suite(app: &TestApp, fx: &Fixture) {
     metadata_and_lifecycle(app, fx).await;
     state_matrix(app, fx).await;
     crypto::crypto(app, fx).await;
+    crypto::context_binding(app, fx).await;
     crypto::data_keys(app, fx).await;
     crypto::re_encrypt(app, fx).await;
     crypto::dry_run(app, fx).await;

@@ -95,7 +95,6 @@ pub fn check_description(text: &str) -> Result<(), ApiError> {
 
 /// CreateKey.
 pub async fn create_key(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
-    ctx.authorize_account()?;
     let state = ctx.state;
     let p = &ctx.params;
     let instance_id = match p.optional("DKMSInstanceId") {
@@ -108,6 +107,8 @@ pub async fn create_key(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
             .default_id()
             .ok_or(ApiError::Missing("DKMSInstanceId"))?,
     };
+    // Identity policies may limit key creation to some instances.
+    ctx.authorize_account("kms:CreateKey", &state.instance_arn(instance_id))?;
     let instance = state
         .instances
         .get(instance_id)
@@ -268,27 +269,25 @@ pub async fn describe_key(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
 }
 
 /// ListKeys.
+/// Shows the keys the caller may describe (identity and key policies), paged after filtering.
 pub async fn list_keys(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
-    ctx.authorize_account()?;
+    ctx.authorize_action()?;
     let page = ctx.params.page()?;
     let filter = match ctx.params.optional("Filters") {
         Some(text) => parse_filters(text)?,
         None => Some(KeyFilter::default()),
     };
-    let state = ctx.state;
-    let (keys, total) = match filter {
-        Some(filter) => {
-            let paged = state
-                .store
-                .list_keys(&state.account_id, &state.region, filter, page)
-                .await?;
-            (paged.items, paged.total_count)
-        }
+    let keys = match filter {
+        Some(filter) => ctx.visible_keys(filter, "kms:DescribeKey").await?,
         // A CreatorType filter naming only Service: there are no service keys.
-        None => (Vec::new(), 0),
+        None => Vec::new(),
     };
+    let total = keys.len();
+    let skip = usize::try_from(page.offset()).unwrap_or(usize::MAX);
     let items: Vec<Value> = keys
         .iter()
+        .skip(skip)
+        .take(page.size() as usize)
         .map(|k| json!({"KeyId": k.key_id, "KeyArn": key_arn_of(k)}))
         .collect();
     let mut reply = Reply::new();

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::ctx::{Ctx, Reply};
 use super::error::ApiError;
 use crate::ids::{check_tag_key, check_tag_value};
-use crate::store::{Key, KeyFilter, Page, Tag};
+use crate::store::{Key, KeyFilter, Tag};
 
 /// Most tags a key carries, and a request sets.
 pub const MAX_TAGS: usize = 20;
@@ -247,7 +247,7 @@ pub async fn untag_resources(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
 /// optionally only keys carrying every `Tag.N` (an empty value matches any), 200 rows a page.
 pub async fn list_tag_resources(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
     check_scope(ctx)?;
-    ctx.authorize_account()?;
+    ctx.authorize_action()?;
     let wanted: Vec<(String, String)> = ctx
         .params
         .tag_list()?
@@ -312,27 +312,10 @@ pub async fn list_tag_resources(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
     Ok(reply)
 }
 
-/// Every key of the account whose policy lets the caller list its tags.
+/// Every key of the account whose policies let the caller list its tags.
 async fn every_listable_key(ctx: &Ctx<'_>) -> Result<Vec<Key>, ApiError> {
-    let state = ctx.state;
-    let mut keys = Vec::new();
-    for number in 1.. {
-        let page = Page::new(number, Page::MAX_SIZE)?;
-        let paged = state
-            .store
-            .list_keys(&state.account_id, &state.region, KeyFilter::default(), page)
-            .await?;
-        let done = paged.items.len() < Page::MAX_SIZE as usize;
-        for key in paged.items {
-            if ctx.authorize(&key, ctx.action.permission()).await.is_ok() {
-                keys.push(key);
-            }
-        }
-        if done {
-            break;
-        }
-    }
-    Ok(keys)
+    ctx.visible_keys(KeyFilter::default(), ctx.action.permission())
+        .await
 }
 
 #[cfg(test)]

@@ -71,6 +71,16 @@ pub enum ConnectionError {
 }
 
 impl ConnectionError {
+    /// Whether waiting can cure it (the proxy or its HSMs are down or slow), as opposed to a
+    /// configuration an operator must fix. Crypto on an instance in a transient `Error` answers
+    /// the retryable `ServiceUnavailableTemporary`.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            Self::NotReachable | Self::TimedOut | Self::InternalError
+        )
+    }
+
     /// The code shown to operators.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -151,9 +161,14 @@ pub enum BackendError {
     /// The ciphertext does not authenticate (tampered, wrong context).
     #[error("the ciphertext does not authenticate")]
     InvalidCiphertext,
-    /// The backend cannot be used now: instance not connected, proxy or HSM unreachable.
+    /// The backend cannot be used until an operator acts: instance disconnected, credentials
+    /// or TLS refused, the proxy does not know the route.
     #[error("{0}")]
     Unavailable(String),
+    /// The backend is down or failing for now (proxy or HSM unreachable, the proxy's own
+    /// dependency failed); retrying later may work.
+    #[error("{0}")]
+    TemporarilyUnavailable(String),
     /// The external key is not ENABLED in the XKI proxy.
     #[error("the external key is disabled in the XKI proxy")]
     ExternalKeyDisabled,

@@ -104,6 +104,25 @@ impl Store {
         .await
     }
 
+    /// The policy documents named `policy_name` of these keys, by key id (keys without one
+    /// are absent).
+    pub async fn get_policies(
+        &self,
+        key_ids: Vec<String>,
+        policy_name: &str,
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        let policy_name = policy_name.to_owned();
+        self.run(move |conn| {
+            let rows: Vec<(String, String)> = key_policies::table
+                .filter(key_policies::key_id.eq_any(&key_ids))
+                .filter(key_policies::policy_name.eq(&policy_name))
+                .select((key_policies::key_id, key_policies::policy))
+                .load(conn)?;
+            Ok(rows.into_iter().collect())
+        })
+        .await
+    }
+
     /// Stores (creates or replaces) the key's policy document under a name.
     pub async fn set_policy(
         &self,

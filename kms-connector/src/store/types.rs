@@ -75,6 +75,17 @@ text_enum! {
     }
 }
 
+impl ConnectionState {
+    /// The states in which the operator wants the connection up (it connected, and has not
+    /// disconnected since); `Disconnected` and `Uninitialized` mean down.
+    pub const WANTED_UP: &'static [Self] = &[Self::Connecting, Self::Connected, Self::Error];
+
+    /// Whether the operator wants the connection up in this state.
+    pub fn wanted_up(self) -> bool {
+        Self::WANTED_UP.contains(&self)
+    }
+}
+
 text_enum! {
     /// Where a key's material came from (`Origin`).
     KeyOrigin {

@@ -281,3 +281,60 @@ pub async fn dry_run(app: &TestApp, fx: &Fixture) {
         c.call(action, &dry).await.expect("Rejected.Disabled", 409);
     }
 }
+
+/// EncryptionContext binding: contexts whose old `k=v&…` text collides are different contexts,
+/// duplicate keys are refused, and a blob never decrypts under another context.
+pub async fn context_binding(app: &TestApp, fx: &Fixture) {
+    let c = app.root();
+    let key = fx.key(&c).await;
+    for (made_under, tried_under) in [
+        (r#"{"a":"b&c=d"}"#, r#"{"a":"b","c":"d"}"#),
+        (r#"{"a":"b","c":"d"}"#, r#"{"a":"b&c=d"}"#),
+        (r#"{"a=b":"c"}"#, r#"{"a":"b=c"}"#),
+        (r#"{"a":"1"}"#, r#"{}"#),
+    ] {
+        let enc = c
+            .ok(
+                "Encrypt",
+                &[
+                    ("KeyId", &key),
+                    ("Plaintext", "bound"),
+                    ("EncryptionContext", made_under),
+                ],
+            )
+            .await;
+        let blob = s(&enc["CiphertextBlob"]).to_owned();
+        c.call(
+            "Decrypt",
+            &[
+                ("CiphertextBlob", &blob),
+                ("EncryptionContext", tried_under),
+            ],
+        )
+        .await
+        .expect("InvalidParameter", 400);
+        let dec = c
+            .ok(
+                "Decrypt",
+                &[("CiphertextBlob", &blob), ("EncryptionContext", made_under)],
+            )
+            .await;
+        assert_eq!(dec["Plaintext"], "bound");
+    }
+    let duplicate = c
+        .call(
+            "Encrypt",
+            &[
+                ("KeyId", &key),
+                ("Plaintext", "x"),
+                ("EncryptionContext", r#"{"a":"1","a":"2"}"#),
+            ],
+        )
+        .await;
+    duplicate.expect("InvalidParameter", 400);
+    assert!(
+        duplicate.message().contains("more than once"),
+        "{}",
+        duplicate.body
+    );
+}
