@@ -89,6 +89,9 @@ pub struct Setup {
     pub files: Vec<(String, String)>,
     /// The clock request timestamps are checked against (default: the system clock).
     pub request_clock: Option<kms_connector::api::RequestClock>,
+    /// More access keys: (access key id, principal, identity policy); their secrets are
+    /// `SECRET_PREFIX` + id (see [`TestApp::client_for`]).
+    pub access_keys: Vec<(String, String, Option<String>)>,
 }
 
 /// A running application.
@@ -133,6 +136,14 @@ fn config_text(setup: &Setup, tls: Option<(&Path, &Path)>) -> String {
             who.principal()
         );
     }
+    for (id, principal, policy) in &setup.access_keys {
+        text += &format!(
+            "\n[[access_keys]]\naccess_key_id = \"{id}\"\nsecret = {{ file = \"secrets/{id}\" }}\nprincipal = \"{principal}\"\n"
+        );
+        if let Some(policy) = policy {
+            text += &format!("policy = {}\n", toml::Value::String(policy.clone()));
+        }
+    }
     text += &format!(
         "\n[[instances]]\nid = \"{SOFTWARE}\"\nkind = \"software\"\nname = \"software\"\n\n[[instances]]\nid = \"{SPARE}\"\nkind = \"software\"\nname = \"spare\"\n"
     );
@@ -157,6 +168,13 @@ impl TestApp {
             std::fs::write(
                 dir.path().join("secrets").join(who.access_key_id()),
                 who.secret() + "\n",
+            )
+            .unwrap();
+        }
+        for (id, _, _) in &setup.access_keys {
+            std::fs::write(
+                dir.path().join("secrets").join(id),
+                format!("{SECRET_PREFIX}{id}\n"),
             )
             .unwrap();
         }
@@ -225,6 +243,14 @@ impl TestApp {
             credential: Credential::new(who.access_key_id(), who.secret()),
             signing: Signing::Acs3,
         }
+    }
+
+    /// A client signing with one of `Setup::access_keys`.
+    pub fn client_for(&self, access_key_id: &str) -> Client {
+        let mut client = self.root();
+        client.credential =
+            Credential::new(access_key_id, format!("{SECRET_PREFIX}{access_key_id}"));
+        client
     }
 
     /// An unsigned request.
