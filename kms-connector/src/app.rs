@@ -129,7 +129,8 @@ impl Application {
 
     /// Builds with test or embedding options.
     pub async fn build_with(config: Config, options: AppOptions) -> Result<Self, StartError> {
-        let store = Store::open(&config.database_url()).await?;
+        let store =
+            Store::open_with(&config.database_url(), config.database.store_options()).await?;
         let instances = Arc::new(Instances::build(&config, &store, options.backends).await?);
         let access_keys = AccessKeys::from_config(&config.access_keys)?;
         let skew =

@@ -149,6 +149,23 @@ pub struct DatabaseConfig {
     /// `sqlite://<path>` or `postgres://…`; default `sqlite://<config dir>/kms-connector.db`.
     #[serde(default)]
     pub url: Option<String>,
+    /// The longest one database call may take before the request fails with the retryable
+    /// `ServiceUnavailableTemporary` (a locked or stalled database), milliseconds; 1–30000,
+    /// default 1000.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+impl DatabaseConfig {
+    /// The store's options.
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            operation_timeout: self
+                .timeout_ms
+                .map_or(crate::store::DEFAULT_OPERATION_TIMEOUT, std::time::Duration::from_millis),
+            ..crate::store::StoreOptions::default()
+        }
+    }
 }
 
 /// Where the root key of software instances is read from (exactly one).
@@ -359,6 +376,11 @@ impl Config {
         }
         if kms.deletion_sweep_secs == 0 {
             return invalid("kms.deletion_sweep_secs must be positive".into());
+        }
+        if let Some(ms) = self.database.timeout_ms
+            && !(1..=30_000).contains(&ms)
+        {
+            return invalid("database.timeout_ms must be 1–30000".into());
         }
         self.check_access_keys()?;
         self.check_instances()?;

@@ -100,7 +100,7 @@ async fn open_refuses_bad_urls_and_reports_unreachable_postgres() {
         );
     }
     let options = StoreOptions {
-        connection_timeout: std::time::Duration::from_millis(500),
+        operation_timeout: std::time::Duration::from_millis(500),
         ..StoreOptions::default()
     };
     // Port 1 on loopback: nothing listens there.

@@ -184,6 +184,13 @@ pub async fn authenticate(
     now: OffsetDateTime,
 ) -> Result<Caller, ApiError> {
     let verified = verifier.verify(parts, |id: &str| keys.secret(id), now)?;
+    // The nonce is the caller's choice and is stored: bound what it may be.
+    if !nonce_ok(&verified.nonce) {
+        return Err(ApiError::invalid_because(
+            "SignatureNonce",
+            format!("it must be 1 to {MAX_NONCE_CHARS} printable ASCII characters"),
+        ));
+    }
     let (principal, identity) = keys
         .principal(&verified.access_key_id)
         .cloned()
@@ -204,6 +211,13 @@ pub async fn authenticate(
         action: verified.action,
         version: verified.version,
     })
+}
+
+/// Longest accepted `SignatureNonce` (Alibaba's SDKs send 32 or 36 characters).
+pub const MAX_NONCE_CHARS: usize = 128;
+
+fn nonce_ok(nonce: &str) -> bool {
+    (1..=MAX_NONCE_CHARS).contains(&nonce.len()) && nonce.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// The AccessKey id a request claims (for the audit trail of refused requests): the ACS3
@@ -268,6 +282,17 @@ mod tests {
         );
         assert_eq!(keys.secret("AK1").unwrap().expose(), "super-secret");
         assert!(keys.secret("AK2").is_none());
+    }
+
+    #[test]
+    fn nonces_are_bounded() {
+        assert!(nonce_ok("3e0b4c5e-0a5a-4b4f-9a52-6a0f5f9d7c11"));
+        assert!(nonce_ok(&"n".repeat(MAX_NONCE_CHARS)));
+        for bad in ["", " ", "a b", "é", "\n"] {
+            assert!(!nonce_ok(bad), "{bad:?}");
+        }
+        assert!(!nonce_ok(&"n".repeat(MAX_NONCE_CHARS + 1)));
+        assert!(!nonce_ok(&"n".repeat(20_000)));
     }
 
     #[test]

@@ -106,8 +106,13 @@ impl From<DieselError> for StoreError {
     }
 }
 
+/// A lock the database did not grant within its timeout: SQLite's busy timeout, or
+/// PostgreSQL's `statement_timeout` / `lock_timeout`. Retrying may succeed.
 fn is_sqlite_busy(message: &str) -> bool {
-    message.contains("database is locked") || message.contains("database table is locked")
+    message.contains("database is locked")
+        || message.contains("database table is locked")
+        || message.contains("canceling statement due to statement timeout")
+        || message.contains("canceling statement due to lock timeout")
 }
 
 /// Maps a diesel error seen while reading or writing `entity`: a missing row becomes
