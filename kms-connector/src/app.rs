@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, web};
-use schemas::acs::Verifier;
+use schemas::acs::{ExpectedHosts, Verifier};
 use tokio::sync::watch;
 
 use crate::api::auth::AccessKeys;
@@ -139,7 +139,13 @@ impl Application {
             store,
             instances,
             access_keys,
-            verifier: Verifier::new().with_max_clock_skew(skew),
+            verifier: Verifier::new()
+                .with_max_clock_skew(skew)
+                .with_expected_hosts(
+                    ExpectedHosts::new(&config.kms.expected_hosts).map_err(|reason| {
+                        ConfigError::Invalid(format!("kms.expected_hosts: {reason}"))
+                    })?,
+                ),
             limiter: limiter(config.kms.qps),
             region: config.kms.region.clone(),
             account_id: config.kms.account_id.clone(),

@@ -130,6 +130,10 @@ pub struct KmsConfig {
     /// How often keys whose deletion window ended are deleted, seconds.
     #[serde(default = "default_sweep")]
     pub deletion_sweep_secs: u64,
+    /// Host names (optionally `:port`) this server answers to: an ACS3 request signed for
+    /// another host is refused. Empty (the default): any host.
+    #[serde(default)]
+    pub expected_hosts: Vec<String>,
 }
 
 fn default_skew() -> u64 {
@@ -376,6 +380,9 @@ impl Config {
         }
         if kms.deletion_sweep_secs == 0 {
             return invalid("kms.deletion_sweep_secs must be positive".into());
+        }
+        if let Err(reason) = schemas::http::ExpectedHosts::new(&kms.expected_hosts) {
+            return invalid(format!("kms.expected_hosts: {reason}"));
         }
         if let Some(ms) = self.database.timeout_ms
             && !(1..=30_000).contains(&ms)

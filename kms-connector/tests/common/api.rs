@@ -89,6 +89,8 @@ pub struct Setup {
     pub files: Vec<(String, String)>,
     /// The clock request timestamps are checked against (default: the system clock).
     pub request_clock: Option<kms_connector::api::RequestClock>,
+    /// More lines of the `[kms]` section.
+    pub kms_toml: String,
     /// More access keys: (access key id, principal, identity policy); their secrets are
     /// `SECRET_PREFIX` + id (see [`TestApp::client_for`]).
     pub access_keys: Vec<(String, String, Option<String>)>,
@@ -125,8 +127,9 @@ fn config_text(setup: &Setup, tls: Option<(&Path, &Path)>) -> String {
         );
     }
     text += &format!(
-        "\n[kms]\nregion = \"{REGION}\"\naccount_id = \"{ACCOUNT}\"\nqps = {}\n\n[database]\nurl = \"kms.db\"\n\n[root_key]\nfile = \"root.key\"\n",
-        setup.qps.unwrap_or(1000)
+        "\n[kms]\nregion = \"{REGION}\"\naccount_id = \"{ACCOUNT}\"\nqps = {}\n{}\n\n[database]\nurl = \"kms.db\"\n\n[root_key]\nfile = \"root.key\"\n",
+        setup.qps.unwrap_or(1000),
+        setup.kms_toml
     );
     for who in Who::ALL {
         text += &format!(
@@ -439,6 +442,12 @@ impl Client {
     pub fn at_port(mut self, port: u16) -> Self {
         self.base = format!("http://127.0.0.1:{port}");
         self.host = format!("127.0.0.1:{port}");
+        self
+    }
+
+    /// The same client signing for another `host` (the request still goes to the server).
+    pub fn with_host(mut self, host: &str) -> Self {
+        self.host = host.to_owned();
         self
     }
 
