@@ -231,9 +231,25 @@ async fn lifecycle_parameters() {
         "GetKeyPolicy",
     ] {
         c.call(action, &[]).await.expect("MissingParameter", 400);
-        c.call(action, &[("KeyId", "KEY-UPPER")])
+        // Shaped like a key id but none: not found, as Alibaba's SDK users branch on.
+        for absent in ["KEY-UPPER", "key-hzz", "08C33A6F-4E0A-4A1B-A3FA-7DDFA1D4ABCD"] {
+            c.call(action, &[("KeyId", absent)])
+                .await
+                .expect("Forbidden.KeyNotFound", 404);
+            c.call(
+                action,
+                &[("KeyId", &format!("acs:kms:cn-hangzhou:1540355698848:key/{absent}"))],
+            )
             .await
-            .expect("InvalidParameter", 400);
+            .expect("Forbidden.KeyNotFound", 404);
+        }
+        // Text that can never be a key id.
+        let long = "k".repeat(129);
+        for impossible in ["key id", "key/x", "ключ", long.as_str()] {
+            c.call(action, &[("KeyId", impossible)])
+                .await
+                .expect("InvalidParameter", 400);
+        }
     }
     c.call("ScheduleKeyDeletion", &[("KeyId", &id)])
         .await

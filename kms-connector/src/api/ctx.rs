@@ -234,7 +234,10 @@ impl ApiState {
             .as_ref()
             .is_some_and(|(region, account)| *region != self.region || *account != self.account_id);
         let key = match key_ref {
-            KeyRef::Id(_) if foreign => return Err(ErrorCode::KeyNotFound.into()),
+            KeyRef::Id(_) | KeyRef::Absent if foreign => {
+                return Err(ErrorCode::KeyNotFound.into());
+            }
+            KeyRef::Absent => return Err(ErrorCode::KeyNotFound.into()),
             KeyRef::Alias(_) if foreign => return Err(ErrorCode::AliasNotFound.into()),
             KeyRef::Id(id) => self.store.get_key(id.as_str()).await?,
             KeyRef::Alias(alias) => {

@@ -85,8 +85,38 @@ pub async fn crypto(app: &TestApp, fx: &Fixture) {
     *tampered.last_mut().unwrap() ^= 1;
     let mut unknown_version = uuid::Uuid::new_v4().to_string().into_bytes();
     unknown_version.extend_from_slice(&schemas::b64::decode(&blob).unwrap()[36..]);
-    for (bad, code, status) in [
+    // The same bytes in a form strict Base64 refuses: no padding, or non-zero trailing bits.
+    let padded = blob.clone();
+    let unpadded = blob.trim_end_matches('=').to_owned();
+    let mut non_canonical = padded.clone().into_bytes();
+    let last_data = non_canonical
+        .iter()
+        .rposition(|&b| b != b'=')
+        .unwrap();
+    // 'A' and 'B' differ in the lowest bit only, which padding leaves unused.
+    non_canonical[last_data] = match non_canonical[last_data] {
+        b'A' => b'B',
+        other => other ^ 1,
+    };
+    let non_canonical = String::from_utf8(non_canonical).unwrap();
+    let mut malformed = vec![
         ("not base64!".to_owned(), "InvalidParameter", 400),
+        (format!(" {blob}"), "InvalidParameter", 400),
+        (blob.replace('+', "-").replace('/', "_"), "InvalidParameter", 400),
+    ];
+    if unpadded != blob {
+        malformed.push((unpadded, "InvalidParameter", 400));
+        malformed.push((non_canonical, "InvalidParameter", 400));
+    }
+    for (bad, code, status) in malformed {
+        if bad == blob {
+            continue;
+        }
+        c.call("Decrypt", &[("CiphertextBlob", &bad)])
+            .await
+            .expect(code, status);
+    }
+    for (bad, code, status) in [
         (schemas::b64::encode(&tampered), "InvalidParameter", 400),
         (schemas::b64::encode(b"too short"), "InvalidParameter", 400),
         (
