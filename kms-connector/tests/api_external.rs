@@ -67,6 +67,7 @@ fn fixture() -> Fixture {
                 vec![("ExternalKeyId".to_owned(), id.as_str().to_owned())]
             })
         }),
+        versions: false,
     }
 }
 

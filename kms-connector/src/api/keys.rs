@@ -368,6 +368,7 @@ fn parse_filters(text: &str) -> Result<Option<KeyFilter>, ApiError> {
 /// DescribeKeyVersion.
 pub async fn describe_key_version(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
     let key = ctx.key_for_action("KeyId").await?;
+    versions_managed_here(ctx, &key)?;
     let version_id = ctx.params.required("KeyVersionId")?;
     KeyVersionId::parse(version_id)?;
     let version = ctx.state.store.get_key_version(version_id).await?;
@@ -382,6 +383,7 @@ pub async fn describe_key_version(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> 
 /// ListKeyVersions.
 pub async fn list_key_versions(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
     let key = ctx.key_for_action("KeyId").await?;
+    versions_managed_here(ctx, &key)?;
     let page = ctx.params.page()?;
     let paged = ctx.state.store.list_key_versions(&key.key_id, page).await?;
     let items: Vec<Value> = paged.items.iter().map(version_json).collect();
@@ -391,6 +393,23 @@ pub async fn list_key_versions(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
     reply.insert("PageNumber".into(), json!(page.number()));
     reply.insert("PageSize".into(), json!(page.size()));
     Ok(reply)
+}
+
+/// The version APIs serve keys whose versions KMS manages (not those of external instances).
+fn versions_managed_here(ctx: &Ctx<'_>, key: &Key) -> Result<(), ApiError> {
+    let managed = ctx
+        .state
+        .instances
+        .get(&key.instance_id)
+        .is_none_or(|i| i.backend.capabilities().versions);
+    if managed {
+        Ok(())
+    } else {
+        Err(ApiError::with_message(
+            ErrorCode::UnsupportedOperation,
+            "This action is not supported: the versions of a key of an external key instance are managed by the external key manager, not by KMS.",
+        ))
+    }
 }
 
 fn version_json(version: &KeyVersion) -> Value {

@@ -25,6 +25,9 @@ pub struct Capabilities {
     pub protection_level: &'static str,
     /// Whether keys can gain versions (rotation, CreateKeyVersion).
     pub rotation: bool,
+    /// Whether KMS manages (and shows) the versions of its keys; the versions of external
+    /// keys live in the external key manager, so the version APIs refuse them (seed 000).
+    pub versions: bool,
     /// Whether key material can be imported (`Origin=EXTERNAL`).
     pub import: bool,
     /// Whether CreateKey needs an `ExternalKeyId` (external instances).

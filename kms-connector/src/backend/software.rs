@@ -260,6 +260,7 @@ impl KeyBackend for SoftwareBackend {
             key_specs: &[AES_256],
             protection_level: "SOFTWARE",
             rotation: true,
+            versions: true,
             import: false,
             needs_external_key_id: false,
         }

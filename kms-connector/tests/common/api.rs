@@ -597,6 +597,8 @@ pub struct Fixture {
     pub instance_id: String,
     /// Extra CreateKey parameters for each new key (external: a freshly minted `ExternalKeyId`).
     pub extra: ExtraParams,
+    /// Whether KMS shows the keys' versions (external keys: no).
+    pub versions: bool,
 }
 
 impl Fixture {
@@ -605,6 +607,7 @@ impl Fixture {
         Self {
             instance_id: SOFTWARE.to_owned(),
             extra: Arc::new(|| Box::pin(async { Vec::new() })),
+            versions: true,
         }
     }
 

@@ -505,6 +505,7 @@ impl KeyBackend for ExternalBackend {
             key_specs: &[AES_256],
             protection_level: "HSM",
             rotation: false,
+            versions: false,
             import: false,
             needs_external_key_id: true,
         }
