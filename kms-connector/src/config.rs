@@ -22,6 +22,9 @@
 //! [database]
 //! url = "sqlite://kms-connector.db" # default: kms-connector.db next to this file
 //!
+//! [audit]
+//! retention_days = 180              # older events are purged hourly; 0 keeps everything
+//!
 //! [root_key]                        # software instances
 //! file = "root.key"
 //!
@@ -76,6 +79,9 @@ pub struct Config {
     /// The root key sealing software keys.
     #[serde(default)]
     pub root_key: Option<RootKeyConfig>,
+    /// The audit trail.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// AccessKey pairs that may call the OpenAPI.
     #[serde(default)]
     pub access_keys: Vec<AccessKeyConfig>,
@@ -164,12 +170,34 @@ impl DatabaseConfig {
     /// The store's options.
     pub fn store_options(&self) -> crate::store::StoreOptions {
         crate::store::StoreOptions {
-            operation_timeout: self
-                .timeout_ms
-                .map_or(crate::store::DEFAULT_OPERATION_TIMEOUT, std::time::Duration::from_millis),
+            operation_timeout: self.timeout_ms.map_or(
+                crate::store::DEFAULT_OPERATION_TIMEOUT,
+                std::time::Duration::from_millis,
+            ),
             ..crate::store::StoreOptions::default()
         }
     }
+}
+
+/// The audit trail.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Events older than this many days are deleted (hourly); 0 keeps them forever.
+    #[serde(default = "default_retention")]
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: default_retention(),
+        }
+    }
+}
+
+fn default_retention() -> u32 {
+    180
 }
 
 /// Where the root key of software instances is read from (exactly one).
@@ -383,6 +411,9 @@ impl Config {
         }
         if let Err(reason) = schemas::http::ExpectedHosts::new(&kms.expected_hosts) {
             return invalid(format!("kms.expected_hosts: {reason}"));
+        }
+        if self.audit.retention_days > 36_600 {
+            return invalid("audit.retention_days must be 0 (forever) to 36600".into());
         }
         if let Some(ms) = self.database.timeout_ms
             && !(1..=30_000).contains(&ms)

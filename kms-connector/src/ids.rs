@@ -377,7 +377,12 @@ mod tests {
             KeyRef::Alias(_)
         ));
         assert!(KeyRef::parse("acs:kms:cn-hangzhou:123:secret/x").is_err());
-        for absent in ["KEY-UPPER", "key-hzz", "x", "acs:kms:cn-hangzhou:1:key/Other_Format"] {
+        for absent in [
+            "KEY-UPPER",
+            "key-hzz",
+            "x",
+            "acs:kms:cn-hangzhou:1:key/Other_Format",
+        ] {
             assert_eq!(KeyRef::parse(absent).unwrap().0, KeyRef::Absent, "{absent}");
         }
         for impossible in ["", "a b", "key/x", &"k".repeat(129)] {

@@ -231,7 +231,11 @@ async fn acs3_requests_must_be_signed_for_an_expected_host() {
         .with_host("kms.example.com:443")
         .ok("ListKeys", &[])
         .await;
-    let refused = c.clone().with_host("evil.example").call("ListKeys", &[]).await;
+    let refused = c
+        .clone()
+        .with_host("evil.example")
+        .call("ListKeys", &[])
+        .await;
     refused.expect("IncompleteSignature", 400);
     c.clone()
         .signing(harness::Signing::RpcPost)

@@ -255,7 +255,10 @@ impl Verifier {
                 (Some(host), None) if self.expected_hosts.allows(host) => {}
                 (Some(host), None) => {
                     return Err(AcsSignatureError::UnexpectedHost(
-                        host.chars().take(64).filter(char::is_ascii_graphic).collect(),
+                        host.chars()
+                            .take(64)
+                            .filter(char::is_ascii_graphic)
+                            .collect(),
                     ));
                 }
                 _ => return Err(AcsSignatureError::MissingSignatureField("host")),

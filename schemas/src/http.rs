@@ -295,11 +295,13 @@ impl ExpectedHosts {
             let name = name.as_ref();
             let ok = !name.is_empty()
                 && name.len() <= 255
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+                && name.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+                });
             if !ok {
-                return Err(format!("{name:?} is not a host name, IP address or host:port"));
+                return Err(format!(
+                    "{name:?} is not a host name, IP address or host:port"
+                ));
             }
             hosts.push(name.to_ascii_lowercase());
         }
@@ -318,16 +320,18 @@ impl ExpectedHosts {
         }
         let host = host.to_ascii_lowercase();
         let name = strip_port(&host);
-        self.0
-            .iter()
-            .any(|expected| *expected == host || (strip_port(expected) == expected && expected == name))
+        self.0.iter().any(|expected| {
+            *expected == host || (strip_port(expected) == expected && expected == name)
+        })
     }
 }
 
 /// `host` without a trailing `:port` (IPv6 literals keep their brackets).
 fn strip_port(host: &str) -> &str {
     match host.rfind(':') {
-        Some(i) if !host[i..].contains(']') && (host.starts_with('[') || !host[..i].contains(':')) => {
+        Some(i)
+            if !host[i..].contains(']') && (host.starts_with('[') || !host[..i].contains(':')) =>
+        {
             &host[..i]
         }
         _ => host,
@@ -343,10 +347,23 @@ mod host_tests {
         let any = ExpectedHosts::default();
         assert!(any.allows("evil.example"));
         let hosts = ExpectedHosts::new(["kms.example.com", "127.0.0.1:8080", "[::1]"]).unwrap();
-        for ok in ["kms.example.com", "KMS.example.com:443", "127.0.0.1:8080", "[::1]", "[::1]:9"] {
+        for ok in [
+            "kms.example.com",
+            "KMS.example.com:443",
+            "127.0.0.1:8080",
+            "[::1]",
+            "[::1]:9",
+        ] {
             assert!(hosts.allows(ok), "{ok}");
         }
-        for bad in ["evil.example", "kms.example.com.evil", "127.0.0.1", "127.0.0.1:8081", "", "[::2]"] {
+        for bad in [
+            "evil.example",
+            "kms.example.com.evil",
+            "127.0.0.1",
+            "127.0.0.1:8081",
+            "",
+            "[::2]",
+        ] {
             assert!(!hosts.allows(bad), "{bad}");
         }
         assert!(ExpectedHosts::new(["a b"]).is_err());

@@ -201,11 +201,7 @@ const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(60);
 /// Builds the pool and brings the schema up to date (blocking).
 pub(crate) fn open_pool(target: Target, options: &StoreOptions) -> Result<DbPool, StoreError> {
     if let Target::Sqlite(path) = &target {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Database(format!("cannot create the SQLite directory: {e}"))
-            })?;
-        }
+        create_private_file(path)?;
     }
     let timeout = options.operation_timeout;
     let target = match target {
@@ -236,6 +232,33 @@ pub(crate) fn open_pool(target: Target, options: &StoreOptions) -> Result<DbPool
         }))
         .build(manager)
         .map_err(|e| StoreError::Unavailable(e.to_string()))
+}
+
+/// Creates a missing SQLite file (and its directory) readable by its owner only: 0600 / 0700.
+/// SQLite gives its `-wal` and `-shm` files the database file's permissions.
+fn create_private_file(path: &std::path::Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| {
+                StoreError::Database(format!("cannot create the SQLite directory: {e}"))
+            })?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Database(format!(
+            "cannot create the SQLite file: {e}"
+        ))),
+    }
 }
 
 /// `url` with libpq's `connect_timeout` (whole seconds, at least 2, as libpq requires) unless
@@ -375,6 +398,21 @@ mod tests {
                 "{url}"
             );
         }
+    }
+
+    #[test]
+    fn new_sqlite_files_are_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/db/kms.db");
+        let pool = open_pool(Target::Sqlite(path.clone()), &StoreOptions::default()).unwrap();
+        let mut conn = pool.get().unwrap();
+        conn.batch_execute("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&path.with_extension("db-wal")), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
     }
 
     #[test]

@@ -60,6 +60,12 @@ pub enum StoreError {
     /// window that has not ended, a referenced row in use, …).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A key would carry more tags than it may.
+    #[error("a key carries at most {max} tags")]
+    TooManyTags {
+        /// The limit.
+        max: usize,
+    },
     /// The caller passed a value the store cannot hold (bad page, bad version id, …).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

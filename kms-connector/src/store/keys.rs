@@ -147,14 +147,19 @@ impl Store {
         .await
     }
 
-    /// Ids of keys pending deletion whose `DeleteDate` is at or before `now`, earliest first.
+    /// Ids of an instance's keys pending deletion whose `DeleteDate` is at or before `now`,
+    /// earliest first. Per instance, so that a replica sweeps the instances it serves and one
+    /// instance's backlog never starves another's.
     pub async fn keys_due_for_deletion(
         &self,
+        instance_id: &str,
         now: UnixMillis,
         limit: u32,
     ) -> Result<Vec<String>, StoreError> {
+        let instance_id = instance_id.to_owned();
         self.run(move |conn| {
             Ok(keys::table
+                .filter(keys::instance_id.eq(&instance_id))
                 .filter(keys::key_state.eq(KeyState::PendingDeletion.as_str()))
                 .filter(keys::delete_date.le(now.0))
                 .order((keys::delete_date.asc(), keys::key_id.asc()))

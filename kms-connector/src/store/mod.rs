@@ -39,6 +39,7 @@ pub use self::models::{
     Alias, AuditEvent, AuditQuery, DEFAULT_POLICY_NAME, Instance, Key, KeyFilter, KeyTag,
     KeyVersion, NewInstance, NewKey, StateChange, Tag,
 };
+pub use self::tags::MAX_TAGS_PER_KEY;
 pub use self::types::{
     AutomaticRotation, ConnectionState, InstanceKind, KeyOrigin, Page, Paged, ProtectionLevel,
     UnixMillis,

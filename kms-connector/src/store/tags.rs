@@ -13,9 +13,14 @@ use super::keys::lock_key;
 use super::models::{KeyTag, Tag};
 use super::schema::{key_policies, tags};
 
+/// Most tags one key carries (spec §4.6).
+pub const MAX_TAGS_PER_KEY: usize = 20;
+
 impl Store {
-    /// Adds or overwrites these tags of a key; other tags stay. (The ≤ 20 limit is the
-    /// caller's to enforce.) `NotFound(Key)` if the key does not exist.
+    /// Adds or overwrites these tags of a key; other tags stay. `TooManyTags` (and nothing
+    /// written) if the key would carry more than [`MAX_TAGS_PER_KEY`]: the count is taken in
+    /// the same transaction, under the key's row lock, so concurrent callers cannot pass it
+    /// together. `NotFound(Key)` if the key does not exist.
     pub async fn set_tags(&self, key_id: &str, new_tags: Vec<Tag>) -> Result<(), StoreError> {
         let key_id = key_id.to_owned();
         self.run(move |conn| {
@@ -34,6 +39,15 @@ impl Store {
                             })
                             .execute(conn)?;
                     }
+                }
+                let count: i64 = tags::table
+                    .filter(tags::key_id.eq(&key_id))
+                    .count()
+                    .get_result(conn)?;
+                if usize::try_from(count).unwrap_or(usize::MAX) > MAX_TAGS_PER_KEY {
+                    return Err(StoreError::TooManyTags {
+                        max: MAX_TAGS_PER_KEY,
+                    });
                 }
                 Ok(())
             })

@@ -89,10 +89,7 @@ pub async fn crypto(app: &TestApp, fx: &Fixture) {
     let padded = blob.clone();
     let unpadded = blob.trim_end_matches('=').to_owned();
     let mut non_canonical = padded.clone().into_bytes();
-    let last_data = non_canonical
-        .iter()
-        .rposition(|&b| b != b'=')
-        .unwrap();
+    let last_data = non_canonical.iter().rposition(|&b| b != b'=').unwrap();
     // 'A' and 'B' differ in the lowest bit only, which padding leaves unused.
     non_canonical[last_data] = match non_canonical[last_data] {
         b'A' => b'B',
@@ -102,7 +99,11 @@ pub async fn crypto(app: &TestApp, fx: &Fixture) {
     let mut malformed = vec![
         ("not base64!".to_owned(), "InvalidParameter", 400),
         (format!(" {blob}"), "InvalidParameter", 400),
-        (blob.replace('+', "-").replace('/', "_"), "InvalidParameter", 400),
+        (
+            blob.replace('+', "-").replace('/', "_"),
+            "InvalidParameter",
+            400,
+        ),
     ];
     if unpadded != blob {
         malformed.push((unpadded, "InvalidParameter", 400));

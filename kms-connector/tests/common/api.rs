@@ -218,6 +218,7 @@ impl TestApp {
             })),
             deletion_sweep_interval: Some(Duration::from_millis(50)),
             request_clock: setup.request_clock.take(),
+            audit_purge_interval: Some(Duration::from_millis(50)),
         };
         let (port, tls_port, handle) = spawn(config, options);
         let mut http = reqwest::Client::builder().timeout(Duration::from_secs(30));

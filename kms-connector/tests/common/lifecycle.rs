@@ -364,7 +364,7 @@ pub async fn purge_cascades(db: &TestDb) {
         .unwrap();
     assert!(
         store
-            .keys_due_for_deletion(delete_at.plus_secs(-1), 10)
+            .keys_due_for_deletion("kst-sw", delete_at.plus_secs(-1), 10)
             .await
             .unwrap()
             .is_empty()
@@ -374,8 +374,18 @@ pub async fn purge_cascades(db: &TestDb) {
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(
-        store.keys_due_for_deletion(delete_at, 10).await.unwrap(),
+        store
+            .keys_due_for_deletion("kst-sw", delete_at, 10)
+            .await
+            .unwrap(),
         ["key-p"]
+    );
+    assert!(
+        store
+            .keys_due_for_deletion("kst-other", delete_at, 10)
+            .await
+            .unwrap()
+            .is_empty()
     );
 
     let purged = store.purge_key("key-p", delete_at).await.unwrap();
@@ -406,7 +416,7 @@ pub async fn purge_cascades(db: &TestDb) {
     ));
     assert!(
         store
-            .keys_due_for_deletion(delete_at, 10)
+            .keys_due_for_deletion("kst-sw", delete_at, 10)
             .await
             .unwrap()
             .is_empty()
