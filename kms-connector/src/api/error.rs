@@ -172,20 +172,25 @@ impl ApiError {
                 instance_id,
                 status,
             } => {
-                let code = match status.error {
-                    Some(error) if error.is_transient() => C::ServiceUnavailableTemporary,
-                    _ => C::RejectedUnavailable,
-                };
                 let cause = status
                     .error
                     .map_or(String::new(), |e| format!(" ({})", e.as_str()));
-                own(
-                    code,
-                    format!(
-                        "The request was rejected because the KMS instance {instance_id} is {}{cause}.",
-                        status.state.as_str()
+                let state = status.state.as_str();
+                match status.error {
+                    Some(error) if error.is_transient() => own(
+                        C::ServiceUnavailableTemporary,
+                        format!(
+                            "Service Unavailable Temporary: the KMS instance {instance_id} cannot reach its XKI proxy now ({state}, {}); retry later.",
+                            error.as_str()
+                        ),
                     ),
-                )
+                    _ => own(
+                        C::RejectedUnavailable,
+                        format!(
+                            "The request was rejected because the KMS instance {instance_id} is {state}{cause}."
+                        ),
+                    ),
+                }
             }
             Self::Store(error) => match error {
                 StoreError::NotFound(Entity::Key) => published(C::KeyNotFound),
