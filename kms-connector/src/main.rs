@@ -410,7 +410,7 @@ async fn keys(command: KeysCommand, store: &Store, config: &Config) -> Result<()
                         vec![
                             k.key_id.clone(),
                             k.key_state.as_str().to_owned(),
-                            k.key_spec.clone(),
+                            k.key_spec.to_string(),
                             k.instance_id.clone(),
                             kms_connector::api::iso8601(k.created_at),
                             k.description.chars().take(40).collect(),

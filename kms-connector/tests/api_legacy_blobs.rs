@@ -9,7 +9,8 @@ pub mod harness;
 
 use harness::{ACCOUNT, REGION, SOFTWARE, TestApp};
 use kms_connector::store::{
-    AutomaticRotation, KeyOrigin, KeyState, KeyVersion, NewKey, ProtectionLevel, Store, UnixMillis,
+    AutomaticRotation, KeySpec, KeyState, KeyUsage, KeyVersion, NewKey, Origin, ProtectionLevel,
+    Store, UnixMillis,
 };
 use serde_json::Value;
 
@@ -47,9 +48,9 @@ async fn format_1_blobs_still_decrypt() {
                 account_id: ACCOUNT.into(),
                 region: REGION.into(),
                 instance_id: SOFTWARE.into(),
-                key_spec: "Aliyun_AES_256".into(),
-                key_usage: "ENCRYPT/DECRYPT".into(),
-                origin: KeyOrigin::AliyunKms,
+                key_spec: KeySpec::Aes256,
+                key_usage: KeyUsage::EncryptDecrypt,
+                origin: Origin::AliyunKms,
                 protection_level: ProtectionLevel::Software,
                 key_state: KeyState::Enabled,
                 description: String::new(),

@@ -58,7 +58,7 @@ async fn new_version(
         .new_version(NewVersion {
             key_id: &key_id,
             version_id: &version_id,
-            key_spec: "Aliyun_AES_256",
+            key_spec: schemas::kms::KeySpec::Aes256,
             external_key_id,
             principal: PRINCIPAL,
             request_id: "backends-test",

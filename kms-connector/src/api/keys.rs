@@ -1,7 +1,7 @@
 //! CreateKey, DescribeKey, ListKeys, DescribeKeyVersion, ListKeyVersions and the
 //! `KeyMetadata` shape they share.
 
-use schemas::kms::{ErrorCode, KeyState};
+use schemas::kms::{ErrorCode, KeySpec, KeyState, KeyUsage, Origin, ProtectionLevel};
 use schemas::xki::ExternalKeyId;
 use serde_json::{Value, json};
 
@@ -12,28 +12,11 @@ use super::tags::parse_tags_json;
 use crate::backend::NewVersion;
 use crate::ids::{InstanceId, KeyId, KeyVersionId};
 use crate::store::{
-    AutomaticRotation, ConnectionState, Key, KeyFilter, KeyOrigin, KeyVersion, NewKey,
-    ProtectionLevel, UnixMillis,
+    AutomaticRotation, ConnectionState, Key, KeyFilter, KeyVersion, NewKey, UnixMillis,
 };
 
 /// Longest `Description`, characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 8192;
-
-/// Every key spec the OpenAPI knows (spec §2.5); which ones an instance makes is its backend's
-/// `Capabilities::key_specs`.
-const KNOWN_KEY_SPECS: &[&str] = &[
-    "Aliyun_AES_256",
-    "Aliyun_AES_192",
-    "Aliyun_AES_128",
-    "Aliyun_SM4",
-    "Aliyun_DES3_192",
-    "RSA_2048",
-    "RSA_3072",
-    "RSA_4096",
-    "EC_P256",
-    "EC_P256K",
-    "EC_SM2",
-];
 
 /// `KeyMetadata` of a key (spec §2.2 DescribeKey).
 pub fn key_metadata(key: &Key) -> Value {
@@ -41,8 +24,8 @@ pub fn key_metadata(key: &Key) -> Value {
         "KeyId": key.key_id,
         "Arn": key_arn_of(key),
         "KeyState": key.key_state.as_str(),
-        "KeySpec": key.key_spec,
-        "KeyUsage": key.key_usage,
+        "KeySpec": key.key_spec.as_str(),
+        "KeyUsage": key.key_usage.as_str(),
         "Origin": key.origin.as_str(),
         "ProtectionLevel": key.protection_level.as_str(),
         "Description": key.description,
@@ -115,40 +98,44 @@ pub async fn create_key(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
         .ok_or(ApiError::from(ErrorCode::DkmsInstanceNotFound))?;
     let capabilities = instance.backend.capabilities();
 
-    let key_spec = p.optional("KeySpec").unwrap_or("Aliyun_AES_256");
+    let key_spec = match p.optional("KeySpec") {
+        Some(text) => KeySpec::parse(text).ok_or_else(|| ApiError::invalid("KeySpec"))?,
+        None => KeySpec::default(),
+    };
     if !capabilities.key_specs.contains(&key_spec) {
-        return Err(if KNOWN_KEY_SPECS.contains(&key_spec) {
-            ApiError::with_message(
-                ErrorCode::UnsupportedOperation,
-                format!(
-                    "This action is not supported: KeySpec {key_spec} is not available in the {} instance {}.",
-                    instance.kind, instance.id
-                ),
-            )
-        } else {
-            ApiError::invalid("KeySpec")
-        });
+        return Err(ApiError::with_message(
+            ErrorCode::UnsupportedOperation,
+            format!(
+                "This action is not supported: KeySpec {key_spec} is not available in the {} instance {}.",
+                instance.kind, instance.id
+            ),
+        ));
     }
-    match p.optional("KeyUsage").unwrap_or("ENCRYPT/DECRYPT") {
-        "ENCRYPT/DECRYPT" => {}
-        "SIGN/VERIFY" => {
-            return Err(ApiError::with_message(
-                ErrorCode::UnsupportedOperation,
-                "This action is not supported: KeyUsage SIGN/VERIFY needs an asymmetric KeySpec.",
-            ));
-        }
-        _ => return Err(ApiError::invalid("KeyUsage")),
+    let key_usage = match p.optional("KeyUsage") {
+        Some(text) => KeyUsage::parse(text).ok_or_else(|| ApiError::invalid("KeyUsage"))?,
+        None => key_spec.default_usage(),
+    };
+    if !key_spec.usages().contains(&key_usage) {
+        return Err(ApiError::with_message(
+            ErrorCode::UnsupportedOperation,
+            format!(
+                "This action is not supported: KeyUsage {key_usage} is not available for KeySpec {key_spec}."
+            ),
+        ));
     }
-    match p.optional("Origin").unwrap_or("Aliyun_KMS") {
-        "Aliyun_KMS" => {}
-        "EXTERNAL" => {
-            return Err(ApiError::with_message(
-                ErrorCode::UnsupportedOperation,
-                "This action is not supported: importing key material (Origin EXTERNAL) is not available yet.",
-            ));
-        }
-        _ => return Err(ApiError::invalid("Origin")),
+    match p.optional("Origin") {
+        None => {}
+        Some(text) => match Origin::parse(text).ok_or_else(|| ApiError::invalid("Origin"))? {
+            Origin::AliyunKms => {}
+            Origin::External => {
+                return Err(ApiError::with_message(
+                    ErrorCode::UnsupportedOperation,
+                    "This action is not supported: importing key material (Origin EXTERNAL) is not available yet.",
+                ));
+            }
+        },
     }
+    // Checked, then ignored: a key's protection is its instance's (spec §2.2).
     if let Some(level) = p.optional("ProtectionLevel")
         && ProtectionLevel::parse(level).is_none()
     {
@@ -206,8 +193,6 @@ pub async fn create_key(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
     let version_id = KeyVersionId::generate();
     ctx.key_id = Some(key_id.to_string());
     let principal = ctx.caller.principal.arn().to_owned();
-    let protection_level =
-        ProtectionLevel::parse(capabilities.protection_level).unwrap_or(ProtectionLevel::Software);
     let material = instance
         .backend
         .new_version(NewVersion {
@@ -226,10 +211,10 @@ pub async fn create_key(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
         account_id: state.account_id.clone(),
         region: state.region.clone(),
         instance_id: instance.id.clone(),
-        key_spec: key_spec.to_owned(),
-        key_usage: "ENCRYPT/DECRYPT".to_owned(),
-        origin: KeyOrigin::AliyunKms,
-        protection_level,
+        key_spec,
+        key_usage,
+        origin: Origin::AliyunKms,
+        protection_level: capabilities.protection_level,
         key_state: KeyState::Enabled,
         description,
         creator: state.account_id.clone(),
@@ -341,8 +326,13 @@ fn parse_filters(text: &str) -> Result<Option<KeyFilter>, ApiError> {
                     filter.key_states.push(state);
                 }
             }
-            "KeySpec" => filter.key_specs.extend(values),
-            "KeyUsage" => filter.key_usages.extend(values),
+            // Values no key can have match nothing (Alibaba filters the same way).
+            "KeySpec" => filter
+                .key_specs
+                .extend(values.iter().filter_map(|v| KeySpec::parse(v))),
+            "KeyUsage" => filter
+                .key_usages
+                .extend(values.iter().filter_map(|v| KeyUsage::parse(v))),
             "ProtectionLevel" => {
                 for value in &values {
                     let level = ProtectionLevel::parse(value)

@@ -17,6 +17,7 @@
 //! The suite panics with the name of the failed check; it returns the checks it ran.
 #![doc(hidden)]
 
+use schemas::kms::{KeySpec, ProtectionLevel};
 use schemas::xki::ExternalKeyId;
 
 use super::{BackendError, KeyBackend, KeyContext, NewVersion, VersionMaterial};
@@ -25,7 +26,7 @@ use crate::store::{ConnectionState, InstanceKind};
 
 /// The largest plaintext KMS Encrypt takes.
 pub const MAX_PLAINTEXT_BYTES: usize = 6144;
-const SPEC: &str = "Aliyun_AES_256";
+const SPEC: KeySpec = KeySpec::Aes256;
 const REGION: &str = "cn-hangzhou";
 const PRINCIPAL: &str = "acs:ram::1540355698848:user/conformance";
 
@@ -159,8 +160,9 @@ impl Suite<'_> {
             caps.key_specs.contains(&SPEC),
             "conformance[{check}]: every instance kind makes {SPEC}"
         );
-        assert!(
-            ["SOFTWARE", "HSM"].contains(&caps.protection_level),
+        assert_eq!(
+            caps.protection_level == ProtectionLevel::Software,
+            self.backend.kind() == InstanceKind::Software,
             "conformance[{check}]: protection level {}",
             caps.protection_level
         );
@@ -195,7 +197,8 @@ impl Suite<'_> {
         let request = NewVersion {
             key_id: &key_id,
             version_id: &version_id,
-            key_spec: "Unknown_Spec_For_Conformance",
+            // A spec no symmetric backend makes yet.
+            key_spec: KeySpec::EcSm2,
             external_key_id: self.external_key_id,
             principal: PRINCIPAL,
             request_id: "conformance",
@@ -204,6 +207,14 @@ impl Suite<'_> {
             Err(BackendError::Unsupported(_) | BackendError::InvalidParameter(_)) => {}
             other => panic!("conformance[unsupported spec refused]: {other:?}"),
         }
+        assert!(
+            !self
+                .backend
+                .capabilities()
+                .key_specs
+                .contains(&KeySpec::EcSm2),
+            "conformance[unsupported spec refused]: pick another spec"
+        );
         self.passed("unsupported spec refused");
         if self.backend.capabilities().needs_external_key_id {
             let request = NewVersion {

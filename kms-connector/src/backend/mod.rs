@@ -6,6 +6,7 @@
 //! makes material for a new key version and runs crypto with it. Payloads returned by
 //! `encrypt` go after the version id in the ciphertext blob (`crate::blob`).
 
+use schemas::kms::{KeySpec, ProtectionLevel};
 use schemas::xki::ExternalKeyId;
 use zeroize::Zeroizing;
 
@@ -19,10 +20,10 @@ pub mod software;
 /// What a backend can do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capabilities {
-    /// Key specs it can create (`Aliyun_AES_256`, …).
-    pub key_specs: &'static [&'static str],
-    /// `ProtectionLevel` of its keys (`SOFTWARE` or `HSM`).
-    pub protection_level: &'static str,
+    /// Key specs it can create.
+    pub key_specs: &'static [KeySpec],
+    /// `ProtectionLevel` of its keys.
+    pub protection_level: ProtectionLevel,
     /// Whether keys can gain versions (rotation, CreateKeyVersion).
     pub rotation: bool,
     /// Whether KMS manages (and shows) the versions of its keys; the versions of external
@@ -146,8 +147,8 @@ pub struct NewVersion<'a> {
     pub key_id: &'a KeyId,
     /// The new version.
     pub version_id: &'a KeyVersionId,
-    /// Key spec (`Aliyun_AES_256`, …).
-    pub key_spec: &'a str,
+    /// Key spec.
+    pub key_spec: KeySpec,
     /// The external key to bind (external instances; checked with the proxy).
     pub external_key_id: Option<&'a ExternalKeyId>,
     /// Caller principal.

@@ -15,6 +15,7 @@
 //! Asymmetric specs, import and rotation policy come later; `key_spec` is checked so that they
 //! can be added as new arms rather than new backends.
 
+use schemas::kms::{KeySpec, ProtectionLevel};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -29,7 +30,8 @@ use crate::ids::{KeyId, KeyVersionId};
 use crate::store::InstanceKind;
 
 /// The one key spec software instances make today.
-pub const AES_256: &str = "Aliyun_AES_256";
+/// The one key spec this backend makes.
+pub const AES_256: KeySpec = KeySpec::Aes256;
 const KEY_BYTES: usize = 32;
 const NONCE_BYTES: usize = 12;
 const TAG_BYTES: usize = 16;
@@ -258,7 +260,7 @@ impl KeyBackend for SoftwareBackend {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             key_specs: &[AES_256],
-            protection_level: "SOFTWARE",
+            protection_level: ProtectionLevel::Software,
             rotation: true,
             versions: true,
             import: false,
@@ -412,7 +414,7 @@ mod tests {
         ));
         let refused = backend
             .new_version(NewVersion {
-                key_spec: "RSA_2048",
+                key_spec: KeySpec::Rsa2048,
                 ..version(&k1, &v1)
             })
             .await;

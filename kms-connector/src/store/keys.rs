@@ -50,8 +50,8 @@ impl Store {
                     account_id: new.account_id,
                     region: new.region,
                     instance_id: new.instance_id,
-                    key_spec: new.key_spec,
-                    key_usage: new.key_usage,
+                    key_spec: new.key_spec.as_str().to_owned(),
+                    key_usage: new.key_usage.as_str().to_owned(),
                     origin: new.origin.as_str().to_owned(),
                     protection_level: new.protection_level.as_str().to_owned(),
                     key_state: new.key_state.as_str().to_owned(),
@@ -283,10 +283,12 @@ fn filtered_keys<'a>(
         query = query.filter(keys::key_state.eq_any(states));
     }
     if !filter.key_specs.is_empty() {
-        query = query.filter(keys::key_spec.eq_any(&filter.key_specs));
+        let specs: Vec<&str> = filter.key_specs.iter().map(|s| s.as_str()).collect();
+        query = query.filter(keys::key_spec.eq_any(specs));
     }
     if !filter.key_usages.is_empty() {
-        query = query.filter(keys::key_usage.eq_any(&filter.key_usages));
+        let usages: Vec<&str> = filter.key_usages.iter().map(|u| u.as_str()).collect();
+        query = query.filter(keys::key_usage.eq_any(usages));
     }
     if !filter.protection_levels.is_empty() {
         let levels: Vec<&str> = filter

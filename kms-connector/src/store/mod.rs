@@ -40,11 +40,8 @@ pub use self::models::{
     KeyVersion, NewInstance, NewKey, StateChange, Tag,
 };
 pub use self::tags::MAX_TAGS_PER_KEY;
-pub use self::types::{
-    AutomaticRotation, ConnectionState, InstanceKind, KeyOrigin, Page, Paged, ProtectionLevel,
-    UnixMillis,
-};
-pub use schemas::kms::KeyState;
+pub use self::types::{AutomaticRotation, ConnectionState, InstanceKind, Page, Paged, UnixMillis};
+pub use schemas::kms::{KeySpec, KeyState, KeyUsage, Origin, ProtectionLevel};
 
 use self::conn::{DbConnection, DbPool, Target};
 

@@ -40,6 +40,7 @@ mod client;
 mod state;
 mod tls;
 
+use schemas::kms::{KeySpec, ProtectionLevel};
 use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -66,7 +67,8 @@ use crate::ids::{KeyId, KeyVersionId};
 use crate::store::{ConnectionState, InstanceKind};
 
 /// The one key spec external keys have.
-pub const AES_256: &str = "Aliyun_AES_256";
+/// The one key spec this backend makes.
+pub const AES_256: KeySpec = KeySpec::Aes256;
 /// `kmsOperation` of the health call made by [`ExternalBackend::connect`].
 pub const CONNECT_OPERATION: &str = "ConnectCustomKeyStore";
 /// `kmsOperation` of the periodic health call.
@@ -503,7 +505,7 @@ impl KeyBackend for ExternalBackend {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             key_specs: &[AES_256],
-            protection_level: "HSM",
+            protection_level: ProtectionLevel::Hsm,
             rotation: false,
             versions: false,
             import: false,
