@@ -314,9 +314,17 @@ async fn sweep_loop(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let deleted = sweep_deletions(&state, clock()).await;
+        let now = clock();
+        let deleted = sweep_deletions(&state, now).await;
         if deleted > 0 {
             tracing::info!(deleted, "deleted keys whose deletion window ended");
+        }
+        let mut rotated = 0;
+        for instance in state.instances.all() {
+            rotated += crate::rotation::rotate_due(&state.store, instance, now, SWEEP_BATCH).await;
+        }
+        if rotated > 0 {
+            tracing::info!(rotated, "rotated keys whose rotation was due");
         }
         sweeps.send_modify(|n| *n += 1);
     }

@@ -133,7 +133,8 @@ pub struct KmsConfig {
     /// Requests per second per account before `Rejected.Throttling`.
     #[serde(default = "default_qps")]
     pub qps: u32,
-    /// How often keys whose deletion window ended are deleted, seconds.
+    /// How often keys whose deletion window ended are deleted, and keys whose rotation is due
+    /// rotated, seconds.
     #[serde(default = "default_sweep")]
     pub deletion_sweep_secs: u64,
     /// Host names (optionally `:port`) this server answers to: an ACS3 request signed for

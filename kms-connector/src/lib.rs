@@ -8,4 +8,5 @@ pub mod config;
 pub mod context;
 pub mod ids;
 pub mod instances;
+pub mod rotation;
 pub mod store;

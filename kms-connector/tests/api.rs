@@ -194,6 +194,30 @@ async fn metadata_and_lifecycle(app: &TestApp, fx: &Fixture) {
                 .await
                 .expect("UnsupportedOperation", 400);
         }
+        // Nor do they rotate (seeds 000/004).
+        c.call("CreateKeyVersion", &[("KeyId", id.as_str())])
+            .await
+            .expect("UnsupportedOperation", 400);
+        c.call(
+            "UpdateRotationPolicy",
+            &[
+                ("KeyId", id.as_str()),
+                ("EnableAutomaticRotation", "true"),
+                ("RotationInterval", "30d"),
+            ],
+        )
+        .await
+        .expect("Rejected.UnsupportedOperation", 400);
+        let extra = (fx.extra)().await;
+        let mut params: Vec<(&str, &str)> = vec![
+            ("DKMSInstanceId", &fx.instance_id),
+            ("EnableAutomaticRotation", "true"),
+            ("RotationInterval", "30d"),
+        ];
+        params.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        c.call("CreateKey", &params)
+            .await
+            .expect("Rejected.UnsupportedOperation", 400);
         return;
     }
     let versions = c.ok("ListKeyVersions", &[("KeyId", &id)]).await;

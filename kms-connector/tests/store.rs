@@ -45,6 +45,7 @@ suite!(
     lifecycle::description_protection_rotation,
     lifecycle::key_versions,
     lifecycle::purge_cascades,
+    lifecycle::due_keys_rotate_once_across_replicas,
     metadata::aliases,
     metadata::tags_and_policies,
     metadata::concurrent_tag_writes_lose_nothing,

@@ -1,7 +1,8 @@
-//! CreateKey, DescribeKey, ListKeys, DescribeKeyVersion, ListKeyVersions and the
-//! `KeyMetadata` shape they share.
+//! CreateKey, DescribeKey, ListKeys and the `KeyMetadata` shape they share.
 
-use schemas::kms::{ErrorCode, KeySpec, KeyState, KeyUsage, Origin, ProtectionLevel};
+use schemas::kms::{
+    ErrorCode, KeySpec, KeyState, KeyUsage, Origin, ProtectionLevel, RotationInterval,
+};
 use schemas::xki::ExternalKeyId;
 use serde_json::{Value, json};
 
@@ -141,12 +142,30 @@ pub async fn create_key(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
     {
         return Err(ApiError::invalid("ProtectionLevel"));
     }
-    if p.bool("EnableAutomaticRotation")?.unwrap_or(false) {
-        return Err(ApiError::with_message(
-            ErrorCode::RejectedUnsupportedOperation,
-            "Unsupported operation: automatic rotation is not available for keys of this connector yet.",
-        ));
-    }
+    let rotation_interval = match p.optional("RotationInterval") {
+        Some(text) => Some(
+            RotationInterval::parse(text)
+                .map_err(|e| ApiError::invalid_because("RotationInterval", e.to_string()))?,
+        ),
+        None => None,
+    };
+    let automatic_rotation = if p.bool("EnableAutomaticRotation")?.unwrap_or(false) {
+        if !capabilities.rotation {
+            return Err(ApiError::with_message(
+                ErrorCode::RejectedUnsupportedOperation,
+                format!(
+                    "Unsupported operation: keys of the {} instance {} do not rotate.",
+                    instance.kind, instance.id
+                ),
+            ));
+        }
+        if rotation_interval.is_none() {
+            return Err(ApiError::Missing("RotationInterval"));
+        }
+        AutomaticRotation::Enabled
+    } else {
+        AutomaticRotation::Disabled
+    };
     let description = p.raw("Description").unwrap_or_default().to_owned();
     check_description(&description)?;
     let external_key_id = match (
@@ -220,8 +239,10 @@ pub async fn create_key(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
         creator: state.account_id.clone(),
         created_at: now,
         external_key_id: external_key_id.map(|e| e.as_str().to_owned()),
-        automatic_rotation: AutomaticRotation::Disabled,
-        rotation_interval_secs: None,
+        automatic_rotation,
+        rotation_interval_secs: (automatic_rotation == AutomaticRotation::Enabled)
+            .then(|| rotation_interval.map(|i| i64::try_from(i.as_secs()).unwrap_or(i64::MAX)))
+            .flatten(),
         material_expire_time: None,
     };
     let version = KeyVersion {
@@ -353,61 +374,6 @@ fn parse_filters(text: &str) -> Result<Option<KeyFilter>, ApiError> {
     // Every key of this connector is a user key.
     let users_only = creator_types.is_empty() || creator_types.iter().any(|t| t == "User");
     Ok(users_only.then_some(filter))
-}
-
-/// DescribeKeyVersion.
-pub async fn describe_key_version(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
-    let key = ctx.key_for_action("KeyId").await?;
-    versions_managed_here(ctx, &key)?;
-    let version_id = ctx.params.required("KeyVersionId")?;
-    KeyVersionId::parse(version_id)?;
-    let version = ctx.state.store.get_key_version(version_id).await?;
-    if version.key_id != key.key_id {
-        return Err(ErrorCode::KeyVersionNotFound.into());
-    }
-    let mut reply = Reply::new();
-    reply.insert("KeyVersion".into(), version_json(&version));
-    Ok(reply)
-}
-
-/// ListKeyVersions.
-pub async fn list_key_versions(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
-    let key = ctx.key_for_action("KeyId").await?;
-    versions_managed_here(ctx, &key)?;
-    let page = ctx.params.page()?;
-    let paged = ctx.state.store.list_key_versions(&key.key_id, page).await?;
-    let items: Vec<Value> = paged.items.iter().map(version_json).collect();
-    let mut reply = Reply::new();
-    reply.insert("KeyVersions".into(), json!({ "KeyVersion": items }));
-    reply.insert("TotalCount".into(), json!(paged.total_count));
-    reply.insert("PageNumber".into(), json!(page.number()));
-    reply.insert("PageSize".into(), json!(page.size()));
-    Ok(reply)
-}
-
-/// The version APIs serve keys whose versions KMS manages (not those of external instances).
-fn versions_managed_here(ctx: &Ctx<'_>, key: &Key) -> Result<(), ApiError> {
-    let managed = ctx
-        .state
-        .instances
-        .get(&key.instance_id)
-        .is_none_or(|i| i.backend.capabilities().versions);
-    if managed {
-        Ok(())
-    } else {
-        Err(ApiError::with_message(
-            ErrorCode::UnsupportedOperation,
-            "This action is not supported: the versions of a key of an external key instance are managed by the external key manager, not by KMS.",
-        ))
-    }
-}
-
-fn version_json(version: &KeyVersion) -> Value {
-    json!({
-        "KeyId": version.key_id,
-        "KeyVersionId": version.key_version_id,
-        "CreationDate": iso8601(version.created_at),
-    })
 }
 
 #[cfg(test)]

@@ -170,15 +170,18 @@ impl Store {
         .await
     }
 
-    /// Ids of `Enabled` keys with automatic rotation `Enabled` whose `NextRotationDate` is at
-    /// or before `now`, earliest first.
+    /// Ids of an instance's `Enabled` keys with automatic rotation `Enabled` whose
+    /// `NextRotationDate` is at or before `now`, earliest first.
     pub async fn keys_due_for_rotation(
         &self,
+        instance_id: &str,
         now: UnixMillis,
         limit: u32,
     ) -> Result<Vec<String>, StoreError> {
+        let instance_id = instance_id.to_owned();
         self.run(move |conn| {
             Ok(keys::table
+                .filter(keys::instance_id.eq(&instance_id))
                 .filter(keys::automatic_rotation.eq(AutomaticRotation::Enabled.as_str()))
                 .filter(keys::key_state.eq(KeyState::Enabled.as_str()))
                 .filter(keys::next_rotation_date.le(now.0))
