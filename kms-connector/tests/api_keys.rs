@@ -69,9 +69,9 @@ async fn create_key_rules() {
         (
             vec![
                 ("EnableAutomaticRotation", "true"),
-                ("RotationInterval", "30d"),
+                ("RotationInterval", "3d"),
             ],
-            "Rejected.UnsupportedOperation",
+            "InvalidParameter",
             400,
         ),
         (
