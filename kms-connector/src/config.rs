@@ -27,6 +27,7 @@
 //!
 //! [root_key]                        # software instances
 //! file = "root.key"
+//! # previous = [{ file = "old-root.key" }]   # during a root key rotation
 //!
 //! [[access_keys]]
 //! access_key_id = "LTAI5tExampleAccessKey"
@@ -55,6 +56,7 @@ use serde::Deserialize;
 use crate::api::auth::Principal;
 use crate::api::policy::IdentityPolicy;
 use crate::backend::external::ExternalInstanceConfig;
+use crate::backend::software::RootKey;
 use crate::ids::InstanceId;
 use crate::store::InstanceKind;
 
@@ -201,7 +203,8 @@ fn default_retention() -> u32 {
     180
 }
 
-/// Where the root key of software instances is read from (exactly one).
+/// Where the root key of software instances is read from (exactly one of `file` and `env`),
+/// and the previous root keys still needed to unseal rows sealed before a rotation.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RootKeyConfig {
@@ -211,6 +214,59 @@ pub struct RootKeyConfig {
     /// Environment variable holding the root key.
     #[serde(default)]
     pub env: Option<String>,
+    /// Root keys that sealed rows before the current one (until `kms-connector root-key
+    /// rotate` has re-sealed every row under the current key).
+    #[serde(default)]
+    pub previous: Vec<RootKeySource>,
+}
+
+/// One root key's source (exactly one of `file` and `env`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootKeySource {
+    /// File holding the root key.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// Environment variable holding the root key.
+    #[serde(default)]
+    pub env: Option<String>,
+}
+
+impl RootKeyConfig {
+    /// Reads the current and the previous root keys.
+    pub fn load(&self) -> Result<(RootKey, Vec<RootKey>), ConfigError> {
+        let current = load_root_key(self.file.as_deref(), self.env.as_deref(), "root_key")?;
+        let previous = self
+            .previous
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                load_root_key(
+                    p.file.as_deref(),
+                    p.env.as_deref(),
+                    &format!("root_key.previous[{i}]"),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((current, previous))
+    }
+}
+
+fn load_root_key(
+    file: Option<&Path>,
+    env: Option<&str>,
+    what: &str,
+) -> Result<RootKey, ConfigError> {
+    let loaded = match (file, env) {
+        (Some(path), None) => RootKey::from_file(path),
+        (None, Some(var)) => RootKey::from_env(var),
+        _ => {
+            return Err(ConfigError::Invalid(format!(
+                "{what}: give exactly one of file or env"
+            )));
+        }
+    };
+    loaded.map_err(|e| ConfigError::Secret(format!("{what}: {e}")))
 }
 
 /// One AccessKey pair and the principal it authenticates.
@@ -353,8 +409,12 @@ impl Config {
             fix(&mut tls.cert_file);
             fix(&mut tls.key_file);
         }
-        if let Some(file) = self.root_key.as_mut().and_then(|r| r.file.as_mut()) {
-            fix(file);
+        if let Some(root) = self.root_key.as_mut() {
+            root.file.iter_mut().for_each(fix);
+            root.previous
+                .iter_mut()
+                .filter_map(|p| p.file.as_mut())
+                .for_each(fix);
         }
         self.access_keys
             .iter_mut()
@@ -423,10 +483,19 @@ impl Config {
         }
         self.check_access_keys()?;
         self.check_instances()?;
-        if let Some(root) = &self.root_key
-            && root.file.is_some() == root.env.is_some()
-        {
-            return invalid("root_key: give exactly one of file or env".into());
+        if let Some(root) = &self.root_key {
+            if root.file.is_some() == root.env.is_some() {
+                return invalid("root_key: give exactly one of file or env".into());
+            }
+            if let Some(i) = root
+                .previous
+                .iter()
+                .position(|p| p.file.is_some() == p.env.is_some())
+            {
+                return invalid(format!(
+                    "root_key.previous[{i}]: give exactly one of file or env"
+                ));
+            }
         }
         Ok(())
     }

@@ -334,7 +334,11 @@ fn build_backend(
     match kind {
         // Each software instance reads the root key from its source (`RootKey` offers no copy).
         InstanceKind::Software => {
-            Ok((Arc::new(SoftwareBackend::new(load_root_key(config)?)), None))
+            let (current, previous) = load_root_key(config)?;
+            Ok((
+                Arc::new(SoftwareBackend::with_previous(current, previous)),
+                None,
+            ))
         }
         InstanceKind::External => external::build(config, instance),
         InstanceKind::Hardware => Err(ConfigError::Invalid(format!(
@@ -344,15 +348,12 @@ fn build_backend(
     }
 }
 
-fn load_root_key(config: &Config) -> Result<RootKey, ConfigError> {
-    let missing = || ConfigError::Invalid("software instances need a [root_key]".into());
-    let root = config.root_key.as_ref().ok_or_else(missing)?;
-    let loaded = match (&root.file, &root.env) {
-        (Some(path), None) => RootKey::from_file(path),
-        (None, Some(var)) => RootKey::from_env(var),
-        _ => return Err(missing()),
-    };
-    loaded.map_err(|e| ConfigError::Secret(format!("root key: {e}")))
+fn load_root_key(config: &Config) -> Result<(RootKey, Vec<RootKey>), ConfigError> {
+    config
+        .root_key
+        .as_ref()
+        .ok_or_else(|| ConfigError::Invalid("software instances need a [root_key]".into()))?
+        .load()
 }
 
 /// Non-secret settings as the store keeps them (`spec`): the external table as JSON (it holds
