@@ -5,7 +5,8 @@
 
 mod vocabulary;
 pub use vocabulary::{
-    InvalidRotationInterval, KeySpec, KeyUsage, Origin, ProtectionLevel, RotationInterval,
+    AsymmetricAlgorithm, InvalidRotationInterval, KeySpec, KeyUsage, Origin, ProtectionLevel,
+    RotationInterval, SigningAlgorithm,
 };
 
 use serde::{Deserialize, Serialize};

@@ -73,6 +73,7 @@ pub async fn run(backend: &dyn KeyBackend, external_key_id: Option<&ExternalKeyI
         .versions_apart(&a, &b, "payload of one key refused under another")
         .await;
     suite.rotation(&a).await;
+    suite.undeclared_families(&a).await;
     for version in [&a, &b] {
         if let Err(e) = backend.destroy_version(&version.material).await {
             panic!("conformance[destroy_version]: {e:?}");
@@ -96,6 +97,57 @@ fn context<'v>(version: &'v Version, external_key_id: Option<&'v ExternalKeyId>)
 }
 
 impl Suite<'_> {
+    /// Every operation family the backend does not declare is refused with `Unsupported`.
+    /// A declared family must be covered by its own checks here before a backend declares it.
+    async fn undeclared_families(&mut self, version: &Version) {
+        use schemas::kms::{AsymmetricAlgorithm, SigningAlgorithm};
+        let families = self.backend.capabilities().families;
+        let ctx = || context(version, self.external_key_id);
+        let refused = |what: &str, result: Result<(), BackendError>| match result {
+            Err(BackendError::Unsupported(_)) => {}
+            other => panic!("conformance[undeclared {what} refused]: {other:?}"),
+        };
+        let checks: [(&str, bool); 3] = [
+            ("sign", families.sign),
+            ("asymmetric encrypt", families.asymmetric_encrypt),
+            ("public key", families.public_key),
+        ];
+        for (family, declared) in checks {
+            assert!(
+                !declared,
+                "conformance[{family}]: declared, but the suite has no checks for it yet"
+            );
+        }
+        let digest = [7u8; 32];
+        let b = self.backend;
+        refused(
+            "sign",
+            b.sign(ctx(), SigningAlgorithm::RsaPssSha256, &digest)
+                .await
+                .map(drop),
+        );
+        refused(
+            "verify",
+            b.verify(ctx(), SigningAlgorithm::EcdsaSha256, &digest, &[0; 64])
+                .await
+                .map(drop),
+        );
+        refused(
+            "asymmetric encrypt",
+            b.asymmetric_encrypt(ctx(), AsymmetricAlgorithm::RsaesOaepSha256, b"x")
+                .await
+                .map(drop),
+        );
+        refused(
+            "asymmetric decrypt",
+            b.asymmetric_decrypt(ctx(), AsymmetricAlgorithm::RsaesOaepSha1, &[0; 256])
+                .await
+                .map(drop),
+        );
+        refused("public key", b.public_key(ctx()).await.map(drop));
+        self.passed("undeclared families refused");
+    }
+
     fn passed(&mut self, check: &'static str) {
         self.report.checks.push(check);
     }

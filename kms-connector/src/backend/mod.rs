@@ -5,8 +5,14 @@
 //! The API layer owns metadata (the store) and the state × operation matrix; a backend only
 //! makes material for a new key version and runs crypto with it. Payloads returned by
 //! `encrypt` go after the version id in the ciphertext blob (`crate::blob`).
+//!
+//! Operation families: symmetric encrypt/decrypt (every backend), versions and rotation,
+//! sign/verify, asymmetric encrypt/decrypt, public key. A backend declares the families it
+//! offers in [`Capabilities::families`]; the trait's default for every optional family is the
+//! refusal [`BackendError::Unsupported`], which the conformance suite checks on every backend
+//! that does not declare it.
 
-use schemas::kms::{KeySpec, ProtectionLevel};
+use schemas::kms::{AsymmetricAlgorithm, KeySpec, ProtectionLevel, SigningAlgorithm};
 use schemas::xki::ExternalKeyId;
 use zeroize::Zeroizing;
 
@@ -17,9 +23,22 @@ pub mod conformance;
 pub mod external;
 pub mod software;
 
+/// Operation families beyond symmetric encrypt/decrypt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Families {
+    /// AsymmetricSign / AsymmetricVerify.
+    pub sign: bool,
+    /// AsymmetricEncrypt / AsymmetricDecrypt.
+    pub asymmetric_encrypt: bool,
+    /// GetPublicKey.
+    pub public_key: bool,
+}
+
 /// What a backend can do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capabilities {
+    /// Families beyond symmetric encrypt/decrypt.
+    pub families: Families,
     /// Key specs it can create.
     pub key_specs: &'static [KeySpec],
     /// `ProtectionLevel` of its keys.
@@ -232,6 +251,62 @@ pub trait KeyBackend: Send + Sync + 'static {
         payload: &[u8],
         aad: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, BackendError>;
+
+    /// Signs a SHA-256 `digest` (AsymmetricSign). Family `sign`.
+    async fn sign(
+        &self,
+        _key: KeyContext<'_>,
+        _algorithm: SigningAlgorithm,
+        _digest: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
+        Err(BackendError::Unsupported(
+            "this instance kind does not sign",
+        ))
+    }
+
+    /// Whether `signature` is valid for `digest` (AsymmetricVerify). Family `sign`.
+    async fn verify(
+        &self,
+        _key: KeyContext<'_>,
+        _algorithm: SigningAlgorithm,
+        _digest: &[u8],
+        _signature: &[u8],
+    ) -> Result<bool, BackendError> {
+        Err(BackendError::Unsupported(
+            "this instance kind does not verify signatures",
+        ))
+    }
+
+    /// Encrypts with the public key (AsymmetricEncrypt). Family `asymmetric_encrypt`.
+    async fn asymmetric_encrypt(
+        &self,
+        _key: KeyContext<'_>,
+        _algorithm: AsymmetricAlgorithm,
+        _plaintext: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
+        Err(BackendError::Unsupported(
+            "this instance kind has no asymmetric encryption",
+        ))
+    }
+
+    /// Decrypts with the private key (AsymmetricDecrypt). Family `asymmetric_encrypt`.
+    async fn asymmetric_decrypt(
+        &self,
+        _key: KeyContext<'_>,
+        _algorithm: AsymmetricAlgorithm,
+        _ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+        Err(BackendError::Unsupported(
+            "this instance kind has no asymmetric decryption",
+        ))
+    }
+
+    /// The version's public key, DER SubjectPublicKeyInfo (GetPublicKey). Family `public_key`.
+    async fn public_key(&self, _key: KeyContext<'_>) -> Result<Vec<u8>, BackendError> {
+        Err(BackendError::Unsupported(
+            "this instance kind has no public keys",
+        ))
+    }
 
     /// Forgets a version's material when its key is deleted (destroys HSM objects; no-op for
     /// software material, which goes with its row, and for external keys, which the proxy owns).

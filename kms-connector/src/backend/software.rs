@@ -342,6 +342,7 @@ impl KeyBackend for SoftwareBackend {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
+            families: super::Families::default(),
             key_specs: &[AES_256],
             protection_level: ProtectionLevel::Software,
             rotation: true,

@@ -159,6 +159,28 @@ wire_enum! {
     }
 }
 
+wire_enum! {
+    /// `Algorithm` of AsymmetricSign / AsymmetricVerify (over a SHA-256 digest).
+    SigningAlgorithm {
+        /// RSASSA-PSS, SHA-256, MGF1-SHA-256, 32-byte salt.
+        RsaPssSha256 => "RSA_PSS_SHA_256",
+        /// RSASSA-PKCS1-v1_5 with SHA-256.
+        RsaPkcs1Sha256 => "RSA_PKCS1_SHA_256",
+        /// ECDSA with SHA-256, DER-encoded signature.
+        EcdsaSha256 => "ECDSA_SHA_256",
+    }
+}
+
+wire_enum! {
+    /// `Algorithm` of AsymmetricEncrypt / AsymmetricDecrypt.
+    AsymmetricAlgorithm {
+        /// RSAES-OAEP with SHA-256 (and MGF1-SHA-256).
+        RsaesOaepSha256 => "RSAES_OAEP_SHA_256",
+        /// RSAES-OAEP with SHA-1 (and MGF1-SHA-1).
+        RsaesOaepSha1 => "RSAES_OAEP_SHA_1",
+    }
+}
+
 /// `RotationInterval`: `<n><d|h|m|s>`, 7 to 365 days (spec §2.2); shown as `<seconds>s`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RotationInterval(u64);

@@ -59,7 +59,7 @@ pub use self::config::{
 };
 use self::state::{ConnectionMonitor, Ticket};
 use super::{
-    BackendError, Capabilities, ConnectionError, InstanceStatus, KeyBackend, KeyContext,
+    BackendError, Capabilities, ConnectionError, Families, InstanceStatus, KeyBackend, KeyContext,
     NewVersion, VersionMaterial,
 };
 use crate::blob::XkiPayload;
@@ -504,6 +504,7 @@ impl KeyBackend for ExternalBackend {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
+            families: Families::default(),
             key_specs: &[AES_256],
             protection_level: ProtectionLevel::Hsm,
             rotation: false,
