@@ -324,6 +324,54 @@ pub struct InstanceConfig {
     /// External instances: the XKI proxy connection.
     #[serde(default)]
     pub external: Option<ExternalInstanceConfig>,
+    /// Hardware instances: their PKCS#11 token.
+    #[serde(default)]
+    pub hardware: Option<HardwareInstanceConfig>,
+}
+
+/// The PKCS#11 token of a hardware instance (its own, not the EKM's).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HardwareInstanceConfig {
+    /// The PKCS#11 module (default: SoftHSM2).
+    #[serde(default = "default_module")]
+    pub module: PathBuf,
+    /// The token's label (or give `token_serial`).
+    #[serde(default)]
+    pub token_label: Option<String>,
+    /// The token's serial number.
+    #[serde(default)]
+    pub token_serial: Option<String>,
+    /// The user PIN, by reference.
+    pub pin: SecretRef,
+    /// Vendor profile: `softhsm` (default), `nshield`, `luna`, `cloudhsm`, `generic`.
+    #[serde(default = "default_vendor")]
+    pub vendor: String,
+    /// HSM worker threads (one session each; default 2).
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// Operations waiting at most before `Rejected.Throttling` (default 256).
+    #[serde(default = "default_queue")]
+    pub queue_capacity: usize,
+    /// Budget of one token operation, milliseconds (default 1000).
+    #[serde(default = "default_hsm_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_module() -> PathBuf {
+    PathBuf::from("/usr/lib/softhsm/libsofthsm2.so")
+}
+fn default_vendor() -> String {
+    "softhsm".to_owned()
+}
+fn default_workers() -> usize {
+    2
+}
+fn default_queue() -> usize {
+    256
+}
+fn default_hsm_timeout() -> u64 {
+    1000
 }
 
 impl InstanceConfig {
@@ -424,6 +472,14 @@ impl Config {
             .iter_mut()
             .filter_map(|a| a.policy_file.as_mut())
             .for_each(fix);
+        for hardware in self
+            .instances
+            .iter_mut()
+            .filter_map(|i| i.hardware.as_mut())
+        {
+            fix(&mut hardware.module);
+            hardware.pin.file.iter_mut().for_each(fix);
+        }
         self.database.url = Some(database_url(self.database.url.as_deref(), &base));
         self.base_dir = base;
     }
@@ -567,13 +623,32 @@ impl Config {
                     "instances {id}: name must be 1–128 of letters, digits and _/+=.@-"
                 ));
             }
-            match (instance.kind()?, instance.external.is_some()) {
-                (InstanceKind::Hardware, _) => {
+            let kind = instance.kind()?;
+            if (kind == InstanceKind::Hardware) != instance.hardware.is_some() {
+                return invalid(format!(
+                    "instances {id}: a hardware instance needs an [instances.hardware] table, and only hardware instances take one"
+                ));
+            }
+            if let Some(hardware) = &instance.hardware {
+                if hardware.token_label.is_some() == hardware.token_serial.is_some() {
                     return invalid(format!(
-                        "instances {id}: hardware instances are not implemented yet \
-                         (use kind = \"software\" or \"external\")"
+                        "instances {id}: hardware: give exactly one of token_label or token_serial"
                     ));
                 }
+                if hardware.workers == 0 || hardware.queue_capacity == 0 || hardware.timeout_ms == 0
+                {
+                    return invalid(format!(
+                        "instances {id}: hardware: workers, queue_capacity and timeout_ms must be positive"
+                    ));
+                }
+            }
+            match (kind, instance.external.is_some()) {
+                (InstanceKind::Hardware, true) => {
+                    return invalid(format!(
+                        "instances {id}: only external instances take [instances.external]"
+                    ));
+                }
+                (InstanceKind::Hardware, false) => {}
                 (InstanceKind::External, false) => {
                     return invalid(format!(
                         "instances {id}: an external instance needs an [instances.external] table"

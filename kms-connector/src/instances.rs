@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::backend::hardware::HardwareBackend;
 use crate::backend::software::{RootKey, SoftwareBackend};
 use crate::backend::{ConnectionError, InstanceStatus, KeyBackend};
 use crate::config::{Config, ConfigError, InstanceConfig};
@@ -341,10 +342,17 @@ fn build_backend(
             ))
         }
         InstanceKind::External => external::build(config, instance),
-        InstanceKind::Hardware => Err(ConfigError::Invalid(format!(
-            "instances {}: hardware instances are not implemented yet",
-            instance.id
-        ))),
+        InstanceKind::Hardware => {
+            let hardware = instance.hardware.as_ref().ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "instances {}: [instances.hardware] is missing",
+                    instance.id
+                ))
+            })?;
+            let backend = HardwareBackend::open(hardware)
+                .map_err(|e| ConfigError::Invalid(format!("instances {}: {e}", instance.id)))?;
+            Ok((Arc::new(backend), None))
+        }
     }
 }
 

@@ -85,6 +85,41 @@ pub fn split_tag(mut sealed: Vec<u8>) -> Result<(Vec<u8>, Vec<u8>)> {
 }
 
 impl HsmSession {
+    /// Generates an AES key object of `bytes` labelled `label` on this session (a session the
+    /// token lost is dropped, so the next job reopens it).
+    pub fn generate_aes(&mut self, label: &str, bytes: usize, usage: AesUsage) -> Result<()> {
+        let session = self.session()?;
+        let result = {
+            let _exclusive = writing();
+            session.generate_key(
+                &Mechanism::AesKeyGen,
+                &aes_key_template(label, bytes, usage),
+            )
+        };
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.note_failure(e)),
+        }
+    }
+
+    /// Destroys the secret key object labelled `label`; returns whether there was one.
+    pub fn destroy_secret_key(&mut self, label: &str) -> Result<bool> {
+        let Some(handle) = self.find_secret_key_opt(label)? else {
+            return Ok(false);
+        };
+        let result = {
+            let _exclusive = writing();
+            self.session()?.destroy_object(handle)
+        };
+        match result {
+            Ok(()) => {
+                self.destroyed(label);
+                Ok(true)
+            }
+            Err(e) => Err(self.note_failure(e)),
+        }
+    }
+
     /// AES-GCM encryption with the key labelled `label` (the IV from the host or the token,
     /// as the vendor profile says).
     pub fn encrypt(

@@ -21,6 +21,7 @@ use crate::store::{ConnectionState, InstanceKind};
 
 pub mod conformance;
 pub mod external;
+pub mod hardware;
 pub mod software;
 
 /// Operation families beyond symmetric encrypt/decrypt.
