@@ -25,13 +25,23 @@
 //! [database]
 //! url = "sqlite://kms-connector.db" # default: kms-connector.db next to this file
 //!
+//! [audit]
+//! retention_days = 180              # older events are purged hourly; 0 keeps everything
+//!
 //! [root_key]                        # software instances
 //! file = "root.key"
+//! # previous = [{ file = "old-root.key" }]   # during a root key rotation
 //!
 //! [[access_keys]]
 //! access_key_id = "LTAI5tExampleAccessKey"
 //! secret = { file = "secrets/ak.secret" }
 //! principal = "acs:ram::1234567890123456:root"
+//!
+//! [[access_keys]]                   # a crypto-only key
+//! access_key_id = "LTAI5tExampleAppKey"
+//! secret = { env = "APP_AK_SECRET" }
+//! principal = "acs:ram::1234567890123456:user/app"
+//! policy = '{"Version":"1","Statement":[{"Effect":"Allow","Action":["kms:Encrypt","kms:Decrypt"],"Resource":["acs:kms:cn-hangzhou:1234567890123456:key/*"]}]}'
 //!
 //! [[instances]]
 //! id = "kst-hzz68d1fd85abcdefghij"
@@ -47,7 +57,9 @@ pub use schemas::config::SecretRef;
 use serde::Deserialize;
 
 use crate::api::auth::Principal;
+use crate::api::policy::IdentityPolicy;
 use crate::backend::external::ExternalInstanceConfig;
+use crate::backend::software::RootKey;
 use crate::ids::InstanceId;
 use crate::store::InstanceKind;
 
@@ -72,6 +84,9 @@ pub struct Config {
     /// The root key sealing software keys.
     #[serde(default)]
     pub root_key: Option<RootKeyConfig>,
+    /// The audit trail.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// AccessKey pairs that may call the OpenAPI.
     #[serde(default)]
     pub access_keys: Vec<AccessKeyConfig>,
@@ -127,9 +142,14 @@ pub struct KmsConfig {
     /// Requests per second per account before `Rejected.Throttling`.
     #[serde(default = "default_qps")]
     pub qps: u32,
-    /// How often keys whose deletion window ended are deleted, seconds.
+    /// How often keys whose deletion window ended are deleted, and keys whose rotation is due
+    /// rotated, seconds.
     #[serde(default = "default_sweep")]
     pub deletion_sweep_secs: u64,
+    /// Host names (optionally `:port`) this server answers to: an ACS3 request signed for
+    /// another host is refused. Empty (the default): any host.
+    #[serde(default)]
+    pub expected_hosts: Vec<String>,
 }
 
 fn default_skew() -> u64 {
@@ -149,9 +169,49 @@ pub struct DatabaseConfig {
     /// `sqlite://<path>` or `postgres://…`; default `sqlite://<config dir>/kms-connector.db`.
     #[serde(default)]
     pub url: Option<String>,
+    /// The longest one database call may take before the request fails with the retryable
+    /// `ServiceUnavailableTemporary` (a locked or stalled database), milliseconds; 1–30000,
+    /// default 1000.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
 }
 
-/// Where the root key of software instances is read from (exactly one).
+impl DatabaseConfig {
+    /// The store's options.
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            operation_timeout: self.timeout_ms.map_or(
+                crate::store::DEFAULT_OPERATION_TIMEOUT,
+                std::time::Duration::from_millis,
+            ),
+            ..crate::store::StoreOptions::default()
+        }
+    }
+}
+
+/// The audit trail.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Events older than this many days are deleted (hourly); 0 keeps them forever.
+    #[serde(default = "default_retention")]
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: default_retention(),
+        }
+    }
+}
+
+fn default_retention() -> u32 {
+    180
+}
+
+/// Where the root key of software instances is read from (exactly one of `file` and `env`),
+/// and the previous root keys still needed to unseal rows sealed before a rotation.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RootKeyConfig {
@@ -161,6 +221,59 @@ pub struct RootKeyConfig {
     /// Environment variable holding the root key.
     #[serde(default)]
     pub env: Option<String>,
+    /// Root keys that sealed rows before the current one (until `kms-connector root-key
+    /// rotate` has re-sealed every row under the current key).
+    #[serde(default)]
+    pub previous: Vec<RootKeySource>,
+}
+
+/// One root key's source (exactly one of `file` and `env`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootKeySource {
+    /// File holding the root key.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// Environment variable holding the root key.
+    #[serde(default)]
+    pub env: Option<String>,
+}
+
+impl RootKeyConfig {
+    /// Reads the current and the previous root keys.
+    pub fn load(&self) -> Result<(RootKey, Vec<RootKey>), ConfigError> {
+        let current = load_root_key(self.file.as_deref(), self.env.as_deref(), "root_key")?;
+        let previous = self
+            .previous
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                load_root_key(
+                    p.file.as_deref(),
+                    p.env.as_deref(),
+                    &format!("root_key.previous[{i}]"),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((current, previous))
+    }
+}
+
+fn load_root_key(
+    file: Option<&Path>,
+    env: Option<&str>,
+    what: &str,
+) -> Result<RootKey, ConfigError> {
+    let loaded = match (file, env) {
+        (Some(path), None) => RootKey::from_file(path),
+        (None, Some(var)) => RootKey::from_env(var),
+        _ => {
+            return Err(ConfigError::Invalid(format!(
+                "{what}: give exactly one of file or env"
+            )));
+        }
+    };
+    loaded.map_err(|e| ConfigError::Secret(format!("{what}: {e}")))
 }
 
 /// One AccessKey pair and the principal it authenticates.
@@ -173,6 +286,36 @@ pub struct AccessKeyConfig {
     pub secret: SecretRef,
     /// `acs:ram::<account>:root`, `acs:ram::<account>:user/<name>` or `…:role/<name>`.
     pub principal: String,
+    /// Identity policy (RAM statement grammar, JSON) limiting what this key may do, inline.
+    /// Without one, the account root may do everything and other principals everything but
+    /// connect or disconnect instances; key policies apply on top either way.
+    #[serde(default)]
+    pub policy: Option<String>,
+    /// The identity policy, from a file (instead of `policy`).
+    #[serde(default)]
+    pub policy_file: Option<PathBuf>,
+}
+
+impl AccessKeyConfig {
+    /// The identity policy text, when one is configured.
+    pub fn policy_text(&self) -> Result<Option<String>, ConfigError> {
+        match (&self.policy, &self.policy_file) {
+            (Some(text), None) => Ok(Some(text.clone())),
+            (None, Some(path)) => {
+                std::fs::read_to_string(path)
+                    .map(Some)
+                    .map_err(|source| ConfigError::Read {
+                        path: path.clone(),
+                        source,
+                    })
+            }
+            (None, None) => Ok(None),
+            (Some(_), Some(_)) => Err(ConfigError::Invalid(format!(
+                "access_keys {}: give policy or policy_file, not both",
+                self.access_key_id
+            ))),
+        }
+    }
 }
 
 /// A KMS instance.
@@ -188,6 +331,54 @@ pub struct InstanceConfig {
     /// External instances: the XKI proxy connection.
     #[serde(default)]
     pub external: Option<ExternalInstanceConfig>,
+    /// Hardware instances: their PKCS#11 token.
+    #[serde(default)]
+    pub hardware: Option<HardwareInstanceConfig>,
+}
+
+/// The PKCS#11 token of a hardware instance (its own, not the EKM's).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HardwareInstanceConfig {
+    /// The PKCS#11 module (default: SoftHSM2).
+    #[serde(default = "default_module")]
+    pub module: PathBuf,
+    /// The token's label (or give `token_serial`).
+    #[serde(default)]
+    pub token_label: Option<String>,
+    /// The token's serial number.
+    #[serde(default)]
+    pub token_serial: Option<String>,
+    /// The user PIN, by reference.
+    pub pin: SecretRef,
+    /// Vendor profile: `softhsm` (default), `nshield`, `luna`, `cloudhsm`, `generic`.
+    #[serde(default = "default_vendor")]
+    pub vendor: String,
+    /// HSM worker threads (one session each; default 2).
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// Operations waiting at most before `Rejected.Throttling` (default 256).
+    #[serde(default = "default_queue")]
+    pub queue_capacity: usize,
+    /// Budget of one token operation, milliseconds (default 1000).
+    #[serde(default = "default_hsm_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_module() -> PathBuf {
+    PathBuf::from("/usr/lib/softhsm/libsofthsm2.so")
+}
+fn default_vendor() -> String {
+    "softhsm".to_owned()
+}
+fn default_workers() -> usize {
+    2
+}
+fn default_queue() -> usize {
+    256
+}
+fn default_hsm_timeout() -> u64 {
+    1000
 }
 
 impl InstanceConfig {
@@ -273,13 +464,29 @@ impl Config {
             fix(&mut tls.cert_file);
             fix(&mut tls.key_file);
         }
-        if let Some(file) = self.root_key.as_mut().and_then(|r| r.file.as_mut()) {
-            fix(file);
+        if let Some(root) = self.root_key.as_mut() {
+            root.file.iter_mut().for_each(fix);
+            root.previous
+                .iter_mut()
+                .filter_map(|p| p.file.as_mut())
+                .for_each(fix);
         }
         self.access_keys
             .iter_mut()
             .filter_map(|a| a.secret.file.as_mut())
             .for_each(fix);
+        self.access_keys
+            .iter_mut()
+            .filter_map(|a| a.policy_file.as_mut())
+            .for_each(fix);
+        for hardware in self
+            .instances
+            .iter_mut()
+            .filter_map(|i| i.hardware.as_mut())
+        {
+            fix(&mut hardware.module);
+            hardware.pin.file.iter_mut().for_each(fix);
+        }
         self.database.url = Some(database_url(self.database.url.as_deref(), &base));
         self.base_dir = base;
     }
@@ -326,12 +533,32 @@ impl Config {
         if kms.deletion_sweep_secs == 0 {
             return invalid("kms.deletion_sweep_secs must be positive".into());
         }
+        if let Err(reason) = schemas::http::ExpectedHosts::new(&kms.expected_hosts) {
+            return invalid(format!("kms.expected_hosts: {reason}"));
+        }
+        if self.audit.retention_days > 36_600 {
+            return invalid("audit.retention_days must be 0 (forever) to 36600".into());
+        }
+        if let Some(ms) = self.database.timeout_ms
+            && !(1..=30_000).contains(&ms)
+        {
+            return invalid("database.timeout_ms must be 1–30000".into());
+        }
         self.check_access_keys()?;
         self.check_instances()?;
-        if let Some(root) = &self.root_key
-            && root.file.is_some() == root.env.is_some()
-        {
-            return invalid("root_key: give exactly one of file or env".into());
+        if let Some(root) = &self.root_key {
+            if root.file.is_some() == root.env.is_some() {
+                return invalid("root_key: give exactly one of file or env".into());
+            }
+            if let Some(i) = root
+                .previous
+                .iter()
+                .position(|p| p.file.is_some() == p.env.is_some())
+            {
+                return invalid(format!(
+                    "root_key.previous[{i}]: give exactly one of file or env"
+                ));
+            }
         }
         Ok(())
     }
@@ -363,6 +590,16 @@ impl Config {
             Principal::parse(&key.principal).map_err(|reason| {
                 ConfigError::Invalid(format!("access_keys {id}: principal {reason}"))
             })?;
+            if key.policy.is_some() && key.policy_file.is_some() {
+                return Err(ConfigError::Invalid(format!(
+                    "access_keys {id}: give policy or policy_file, not both"
+                )));
+            }
+            if let Some(text) = &key.policy {
+                IdentityPolicy::parse(text).map_err(|reason| {
+                    ConfigError::Invalid(format!("access_keys {id}: policy: {reason}"))
+                })?;
+            }
         }
         Ok(())
     }
@@ -393,13 +630,32 @@ impl Config {
                     "instances {id}: name must be 1–128 of letters, digits and _/+=.@-"
                 ));
             }
-            match (instance.kind()?, instance.external.is_some()) {
-                (InstanceKind::Hardware, _) => {
+            let kind = instance.kind()?;
+            if (kind == InstanceKind::Hardware) != instance.hardware.is_some() {
+                return invalid(format!(
+                    "instances {id}: a hardware instance needs an [instances.hardware] table, and only hardware instances take one"
+                ));
+            }
+            if let Some(hardware) = &instance.hardware {
+                if hardware.token_label.is_some() == hardware.token_serial.is_some() {
                     return invalid(format!(
-                        "instances {id}: hardware instances are not implemented yet \
-                         (use kind = \"software\" or \"external\")"
+                        "instances {id}: hardware: give exactly one of token_label or token_serial"
                     ));
                 }
+                if hardware.workers == 0 || hardware.queue_capacity == 0 || hardware.timeout_ms == 0
+                {
+                    return invalid(format!(
+                        "instances {id}: hardware: workers, queue_capacity and timeout_ms must be positive"
+                    ));
+                }
+            }
+            match (kind, instance.external.is_some()) {
+                (InstanceKind::Hardware, true) => {
+                    return invalid(format!(
+                        "instances {id}: only external instances take [instances.external]"
+                    ));
+                }
+                (InstanceKind::Hardware, false) => {}
                 (InstanceKind::External, false) => {
                     return invalid(format!(
                         "instances {id}: an external instance needs an [instances.external] table"

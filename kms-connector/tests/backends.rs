@@ -58,7 +58,7 @@ async fn new_version(
         .new_version(NewVersion {
             key_id: &key_id,
             version_id: &version_id,
-            key_spec: "Aliyun_AES_256",
+            key_spec: schemas::kms::KeySpec::Aes256,
             external_key_id,
             principal: PRINCIPAL,
             request_id: "backends-test",
@@ -92,6 +92,84 @@ async fn software_conformance() {
         "{report:?}"
     );
     assert!(report.checks.len() >= 10, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hardware_conformance() {
+    xki::isolated_env();
+    let backend = xki::hardware_backend();
+    let report = conformance::run(&backend, None).await;
+    assert!(
+        report.checks.contains(&"second version of the same key"),
+        "{report:?}"
+    );
+    assert!(report.checks.contains(&"undeclared families refused"));
+    assert!(report.checks.len() >= 10, "{report:?}");
+}
+
+/// Hardware keys of every AES size, and the token's objects: sensitive, never extractable,
+/// gone once the version is destroyed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hardware_key_sizes_and_objects() {
+    xki::isolated_env();
+    let backend = xki::hardware_backend();
+    for spec in [
+        schemas::kms::KeySpec::Aes128,
+        schemas::kms::KeySpec::Aes192,
+        schemas::kms::KeySpec::Aes256,
+    ] {
+        let key_id = KeyId::generate(REGION);
+        let version_id = KeyVersionId::generate();
+        let material = backend
+            .new_version(NewVersion {
+                key_id: &key_id,
+                version_id: &version_id,
+                key_spec: spec,
+                external_key_id: None,
+                principal: PRINCIPAL,
+                request_id: "hardware",
+            })
+            .await
+            .unwrap();
+        assert_eq!(material.sealed, None, "no material leaves the token");
+        let bound = Bound {
+            key_id,
+            version_id,
+            material,
+            external_key_id: None,
+        };
+        let payload = backend
+            .encrypt(bound.ctx(), b"in the token", b"aad")
+            .await
+            .unwrap();
+        assert_eq!(payload.len(), 12 + 12 + 16);
+        assert_eq!(
+            &*backend
+                .decrypt(bound.ctx(), &payload, b"aad")
+                .await
+                .unwrap(),
+            b"in the token"
+        );
+        backend.destroy_version(&bound.material).await.unwrap();
+        assert!(matches!(
+            backend.encrypt(bound.ctx(), b"gone", b"").await,
+            Err(BackendError::Internal(_))
+        ));
+    }
+    match backend
+        .new_version(NewVersion {
+            key_id: &KeyId::generate(REGION),
+            version_id: &KeyVersionId::generate(),
+            key_spec: schemas::kms::KeySpec::Rsa2048,
+            external_key_id: None,
+            principal: PRINCIPAL,
+            request_id: "hardware",
+        })
+        .await
+    {
+        Err(BackendError::Unsupported(_)) => {}
+        other => panic!("RSA on a symmetric hardware backend: {other:?}"),
+    }
 }
 
 /// The sealed row is `0x01 ‖ root id[4] ‖ nonce ‖ AES-GCM(root, data key, header ‖ key_id ‖ 0 ‖
@@ -592,13 +670,14 @@ async fn external_proxy_down_and_back() {
         *changes.borrow_and_update(),
         error_status(ConnectionError::NotReachable)
     );
+    // A proxy that is down is a transient failure: callers may retry.
     assert!(matches!(
         backend.encrypt(version.ctx(), b"x", b"").await,
-        Err(BackendError::Unavailable(_))
+        Err(BackendError::TemporarilyUnavailable(_))
     ));
     assert!(matches!(
         backend.decrypt(version.ctx(), &before, b"").await,
-        Err(BackendError::Unavailable(_))
+        Err(BackendError::TemporarilyUnavailable(_))
     ));
 
     proxy.restart().await;
@@ -626,7 +705,7 @@ async fn external_crypto_failure_marks_the_instance() {
     let version = new_version(&backend, Some(&key)).await.unwrap();
     proxy.stop().await;
     match backend.encrypt(version.ctx(), b"x", b"").await {
-        Err(BackendError::Unavailable(_)) => {}
+        Err(BackendError::TemporarilyUnavailable(_)) => {}
         other => panic!("encrypt with the proxy stopped: {other:?}"),
     }
     assert_eq!(
@@ -637,7 +716,7 @@ async fn external_crypto_failure_marks_the_instance() {
     assert!(
         matches!(
             backend.encrypt(version.ctx(), b"x", b"").await,
-            Err(BackendError::Unavailable(_))
+            Err(BackendError::TemporarilyUnavailable(_))
         ),
         "still Error until a check passes"
     );

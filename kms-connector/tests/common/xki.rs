@@ -400,3 +400,52 @@ pub const ENCRYPT_ONLY: KeyUsage = KeyUsage {
     encrypt: true,
     decrypt: false,
 };
+
+/// The token of hardware instances in tests: a second token (not the EKM's) in this process's
+/// SoftHSM directory, initialised once; its user PIN in a file.
+pub fn hardware_token() -> kms_connector::config::HardwareInstanceConfig {
+    const HW_LABEL: &str = "kms-connector-hardware";
+    const HW_PIN: &str = "kms-connector-hardware-pin";
+    static PIN_FILE: OnceLock<PathBuf> = OnceLock::new();
+    let pin_file = PIN_FILE
+        .get_or_init(|| {
+            isolated_env();
+            ekm::pkcs11::init_token(
+                Path::new(MODULE),
+                HW_LABEL,
+                &SecretString::from(SO_PIN),
+                &SecretString::from(HW_PIN),
+            )
+            .expect("init the hardware token");
+            let dir = std::env::temp_dir().join(format!("kms-hw-pin-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let file = dir.join("pin");
+            std::fs::write(&file, HW_PIN).unwrap();
+            file
+        })
+        .clone();
+    kms_connector::config::HardwareInstanceConfig {
+        module: PathBuf::from(MODULE),
+        token_label: Some(HW_LABEL.to_owned()),
+        token_serial: None,
+        pin: SecretRef {
+            file: Some(pin_file),
+            env: None,
+        },
+        vendor: "softhsm".to_owned(),
+        workers: 2,
+        queue_capacity: 64,
+        timeout_ms: 5000,
+    }
+}
+
+/// A hardware backend on [`hardware_token`].
+pub fn hardware_backend() -> kms_connector::backend::hardware::HardwareBackend {
+    static BACKEND: OnceLock<kms_connector::backend::hardware::HardwareBackend> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            kms_connector::backend::hardware::HardwareBackend::open(&hardware_token())
+                .expect("open the hardware token")
+        })
+        .clone()
+}
