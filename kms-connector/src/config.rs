@@ -29,7 +29,7 @@
 //! retention_days = 180              # older events are purged hourly; 0 keeps everything
 //!
 //! [root_key]                        # software instances
-//! file = "root.key"
+//! file = "root.key"                 # or env = "VAR", or token = { token_label, pin } (PKCS#11)
 //! # previous = [{ file = "old-root.key" }]   # during a root key rotation
 //!
 //! [[access_keys]]
@@ -210,8 +210,8 @@ fn default_retention() -> u32 {
     180
 }
 
-/// Where the root key of software instances is read from (exactly one of `file` and `env`),
-/// and the previous root keys still needed to unseal rows sealed before a rotation.
+/// Where the root key of software instances is read from (exactly one of `file`, `env` and
+/// `token`), and the previous root keys still needed to unseal rows sealed before a rotation.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RootKeyConfig {
@@ -221,13 +221,20 @@ pub struct RootKeyConfig {
     /// Environment variable holding the root key.
     #[serde(default)]
     pub env: Option<String>,
+    /// A PKCS#11 token holding the root key as a non-extractable AES-256 object (made by
+    /// `kms-connector root-key create-in-token`): data keys are sealed and unsealed inside it.
+    #[serde(default)]
+    pub token: Option<HardwareInstanceConfig>,
+    /// The root key object's label in `token` (default `kms-connector-root-key`).
+    #[serde(default)]
+    pub key_label: Option<String>,
     /// Root keys that sealed rows before the current one (until `kms-connector root-key
     /// rotate` has re-sealed every row under the current key).
     #[serde(default)]
     pub previous: Vec<RootKeySource>,
 }
 
-/// One root key's source (exactly one of `file` and `env`).
+/// One root key's source (exactly one of `file`, `env` and `token`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RootKeySource {
@@ -237,43 +244,108 @@ pub struct RootKeySource {
     /// Environment variable holding the root key.
     #[serde(default)]
     pub env: Option<String>,
+    /// A PKCS#11 token holding the root key object.
+    #[serde(default)]
+    pub token: Option<HardwareInstanceConfig>,
+    /// The root key object's label in `token` (default `kms-connector-root-key`).
+    #[serde(default)]
+    pub key_label: Option<String>,
 }
 
+/// The label of a root key object in a token when `key_label` is not given.
+pub const DEFAULT_ROOT_KEY_LABEL: &str = "kms-connector-root-key";
+
 impl RootKeyConfig {
-    /// Reads the current and the previous root keys.
+    /// The current root key's source.
+    pub fn current(&self) -> RootKeySource {
+        RootKeySource {
+            file: self.file.clone(),
+            env: self.env.clone(),
+            token: self.token.clone(),
+            key_label: self.key_label.clone(),
+        }
+    }
+
+    /// Every source with its name in errors, current first.
+    fn sources(&self) -> Vec<(String, RootKeySource)> {
+        std::iter::once(("root_key".to_owned(), self.current()))
+            .chain(
+                self.previous
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (format!("root_key.previous[{i}]"), p.clone())),
+            )
+            .collect()
+    }
+
+    /// Reads the current and the previous root keys (a token source opens its token).
     pub fn load(&self) -> Result<(RootKey, Vec<RootKey>), ConfigError> {
-        let current = load_root_key(self.file.as_deref(), self.env.as_deref(), "root_key")?;
-        let previous = self
-            .previous
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                load_root_key(
-                    p.file.as_deref(),
-                    p.env.as_deref(),
-                    &format!("root_key.previous[{i}]"),
-                )
-            })
+        let mut keys = self
+            .sources()
+            .into_iter()
+            .map(|(what, source)| source.load(&what))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok((current, previous))
+        let current = keys.remove(0);
+        Ok((current, keys))
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        self.sources()
+            .iter()
+            .try_for_each(|(what, source)| source.check(what))
     }
 }
 
-fn load_root_key(
-    file: Option<&Path>,
-    env: Option<&str>,
-    what: &str,
-) -> Result<RootKey, ConfigError> {
-    let loaded = match (file, env) {
-        (Some(path), None) => RootKey::from_file(path),
-        (None, Some(var)) => RootKey::from_env(var),
-        _ => {
+impl RootKeySource {
+    /// The object label of a token source.
+    pub fn label(&self) -> &str {
+        self.key_label.as_deref().unwrap_or(DEFAULT_ROOT_KEY_LABEL)
+    }
+
+    fn check(&self, what: &str) -> Result<(), ConfigError> {
+        let given = [
+            self.file.is_some(),
+            self.env.is_some(),
+            self.token.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() != 1 {
             return Err(ConfigError::Invalid(format!(
-                "{what}: give exactly one of file or env"
+                "{what}: give exactly one of file, env or token"
             )));
         }
-    };
-    loaded.map_err(|e| ConfigError::Secret(format!("{what}: {e}")))
+        if self.key_label.is_some() && self.token.is_none() {
+            return Err(ConfigError::Invalid(format!(
+                "{what}: key_label goes with token"
+            )));
+        }
+        let label = self.label();
+        if label.is_empty() || label.len() > 64 || !label.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ConfigError::Invalid(format!(
+                "{what}: key_label must be 1–64 printable ASCII characters"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads the key (a token source opens its token: blocking PKCS#11 calls).
+    pub fn load(&self, what: &str) -> Result<RootKey, ConfigError> {
+        self.check(what)?;
+        let loaded = match (&self.file, &self.env, &self.token) {
+            (Some(path), None, None) => RootKey::from_file(path),
+            (None, Some(var), None) => RootKey::from_env(var),
+            (None, None, Some(token)) => {
+                let hsm = crate::backend::hardware::open_hsm(token, "kms-root-key")
+                    .map_err(|e| ConfigError::Invalid(format!("{what}: {e}")))?;
+                return Ok(RootKey::in_token(
+                    std::sync::Arc::new(hsm),
+                    self.label(),
+                    std::time::Duration::from_millis(token.timeout_ms),
+                ));
+            }
+            _ => unreachable!("checked: exactly one source"),
+        };
+        loaded.map_err(|e| ConfigError::Secret(format!("{what}: {e}")))
+    }
 }
 
 /// One AccessKey pair and the principal it authenticates.
@@ -381,6 +453,13 @@ fn default_hsm_timeout() -> u64 {
     1000
 }
 
+impl HardwareInstanceConfig {
+    fn fix_paths(&mut self, fix: impl Fn(&mut PathBuf) + Copy) {
+        fix(&mut self.module);
+        self.pin.file.iter_mut().for_each(fix);
+    }
+}
+
 impl InstanceConfig {
     /// The parsed kind.
     pub fn kind(&self) -> Result<InstanceKind, ConfigError> {
@@ -466,10 +545,15 @@ impl Config {
         }
         if let Some(root) = self.root_key.as_mut() {
             root.file.iter_mut().for_each(fix);
-            root.previous
-                .iter_mut()
-                .filter_map(|p| p.file.as_mut())
-                .for_each(fix);
+            if let Some(token) = root.token.as_mut() {
+                token.fix_paths(fix);
+            }
+            for previous in &mut root.previous {
+                previous.file.iter_mut().for_each(fix);
+                if let Some(token) = previous.token.as_mut() {
+                    token.fix_paths(fix);
+                }
+            }
         }
         self.access_keys
             .iter_mut()
@@ -484,8 +568,7 @@ impl Config {
             .iter_mut()
             .filter_map(|i| i.hardware.as_mut())
         {
-            fix(&mut hardware.module);
-            hardware.pin.file.iter_mut().for_each(fix);
+            hardware.fix_paths(fix);
         }
         self.database.url = Some(database_url(self.database.url.as_deref(), &base));
         self.base_dir = base;
@@ -547,18 +630,7 @@ impl Config {
         self.check_access_keys()?;
         self.check_instances()?;
         if let Some(root) = &self.root_key {
-            if root.file.is_some() == root.env.is_some() {
-                return invalid("root_key: give exactly one of file or env".into());
-            }
-            if let Some(i) = root
-                .previous
-                .iter()
-                .position(|p| p.file.is_some() == p.env.is_some())
-            {
-                return invalid(format!(
-                    "root_key.previous[{i}]: give exactly one of file or env"
-                ));
-            }
+            root.check()?;
         }
         Ok(())
     }
@@ -671,7 +743,7 @@ impl Config {
             }
         }
         if software && self.root_key.is_none() {
-            return invalid("software instances need a [root_key] (file or env)".into());
+            return invalid("software instances need a [root_key] (file, env or token)".into());
         }
         if let Some(default) = &self.default_instance
             && !seen.contains(default.as_str())
@@ -792,7 +864,7 @@ mod tests {
             (
                 "kind = \"software\"",
                 "kind = \"hardware\"",
-                "not implemented",
+                "needs an [instances.hardware] table",
             ),
             (
                 "kind = \"software\"",
@@ -816,6 +888,21 @@ mod tests {
                 "exactly one",
             ),
             ("[root_key]\n        file = \"root.key\"", "", "root_key"),
+            (
+                "file = \"root.key\"",
+                "file = \"root.key\"\n        env = \"ROOT\"",
+                "root_key: give exactly one of file, env or token",
+            ),
+            (
+                "file = \"root.key\"",
+                "file = \"root.key\"\n        key_label = \"root\"",
+                "key_label goes with token",
+            ),
+            (
+                "file = \"root.key\"",
+                "file = \"root.key\"\n        previous = [{ file = \"a\", token = { token_label = \"t\", pin = { env = \"P\" } } }]",
+                "root_key.previous[0]: give exactly one of file, env or token",
+            ),
             ("[server]", "[server]\n        bogus = 1", "bogus"),
         ];
         for (from, to, expected) in cases {

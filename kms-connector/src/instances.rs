@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::backend::hardware::HardwareBackend;
-use crate::backend::software::{RootKey, SoftwareBackend};
+use crate::backend::software::SoftwareBackend;
 use crate::backend::{ConnectionError, InstanceStatus, KeyBackend};
 use crate::config::{Config, ConfigError, InstanceConfig};
 use crate::store::{
@@ -143,11 +143,13 @@ impl Instances {
         mut overrides: BTreeMap<String, BackendOverride>,
     ) -> Result<Self, InstanceError> {
         let mut by_id = BTreeMap::new();
+        // Software instances share one backend: the root key is read (or its token opened) once.
+        let mut software: Option<Arc<dyn KeyBackend>> = None;
         for instance in &config.instances {
             let kind = instance.kind()?;
             let (backend, control) = match overrides.remove(&instance.id) {
                 Some(o) => (o.backend, o.control),
-                None => build_backend(config, instance, kind)?,
+                None => build_backend(config, instance, kind, &mut software).await?,
             };
             let handle = Arc::new(InstanceHandle {
                 id: instance.id.clone(),
@@ -327,19 +329,19 @@ impl Instances {
 
 type Built = (Arc<dyn KeyBackend>, Option<Arc<dyn InstanceControl>>);
 
-fn build_backend(
+async fn build_backend(
     config: &Config,
     instance: &InstanceConfig,
     kind: InstanceKind,
+    software: &mut Option<Arc<dyn KeyBackend>>,
 ) -> Result<Built, ConfigError> {
     match kind {
-        // Each software instance reads the root key from its source (`RootKey` offers no copy).
         InstanceKind::Software => {
-            let (current, previous) = load_root_key(config)?;
-            Ok((
-                Arc::new(SoftwareBackend::with_previous(current, previous)),
-                None,
-            ))
+            let backend = match software {
+                Some(backend) => Arc::clone(backend),
+                None => Arc::clone(software.insert(software_backend(config).await?)),
+            };
+            Ok((backend, None))
         }
         InstanceKind::External => external::build(config, instance),
         InstanceKind::Hardware => {
@@ -356,12 +358,19 @@ fn build_backend(
     }
 }
 
-fn load_root_key(config: &Config) -> Result<(RootKey, Vec<RootKey>), ConfigError> {
-    config
+/// The software instances' backend, its root keys tried once.
+async fn software_backend(config: &Config) -> Result<Arc<dyn KeyBackend>, ConfigError> {
+    let (current, previous) = config
         .root_key
         .as_ref()
         .ok_or_else(|| ConfigError::Invalid("software instances need a [root_key]".into()))?
-        .load()
+        .load()?;
+    let backend = SoftwareBackend::with_previous(current, previous);
+    backend
+        .self_test()
+        .await
+        .map_err(|e| ConfigError::Invalid(format!("root_key: {e}")))?;
+    Ok(Arc::new(backend))
 }
 
 /// Non-secret settings as the store keeps them (`spec`): the external table as JSON (it holds

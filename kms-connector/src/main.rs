@@ -107,6 +107,9 @@ enum InstancesCommand {
 
 #[derive(Subcommand)]
 enum RootKeyCommand {
+    /// Generate the root key inside the PKCS#11 token of `[root_key] token` (an AES-256 object
+    /// labelled `key_label`, sensitive and never extractable). Refuses if the label exists.
+    CreateInToken,
     /// How many sealed software key rows each root key id seals.
     Status,
     /// Re-seal every software key row under the current `[root_key]` (rows sealed under a
@@ -163,52 +166,94 @@ fn main() -> Result<()> {
     }
 }
 
+use kms_connector::backend::software::SoftwareBackend;
+
 async fn root_key(command: RootKeyCommand, store: &Store, config: &Config) -> Result<()> {
-    use kms_connector::backend::software::SoftwareBackend;
     let root = config
         .root_key
         .as_ref()
         .ok_or_else(|| anyhow!("the configuration has no [root_key]"))?;
-    let (current, previous) = root.load()?;
-    let backend = SoftwareBackend::with_previous(current, previous);
-    let current_id = backend.root_key_id();
     match command {
-        RootKeyCommand::Status => {
-            let known = backend.known_root_key_ids();
-            for (id, rows) in kms_connector::root_key::census(store).await? {
-                let role = if id == current_id {
-                    "current"
-                } else if known.contains(&id) {
-                    "previous (configured)"
-                } else {
-                    "NOT CONFIGURED"
-                };
-                println!("{id}  {rows:>8} rows  {role}");
-            }
-            Ok(())
-        }
+        RootKeyCommand::CreateInToken => create_root_key_in_token(root).await,
+        RootKeyCommand::Status => root_key_status(store, &configured_root_keys(root).await?).await,
         RootKeyCommand::Rotate { limit } => {
-            let report = kms_connector::root_key::rotate(store, &backend, limit).await?;
-            println!(
-                "root key {current_id}: {} rows re-sealed, {} already current{}",
-                report.resealed,
-                report.current,
-                if report.stopped_early {
-                    " (stopped at --limit; run again to continue)"
-                } else {
-                    ""
-                }
-            );
-            if !report.failed.is_empty() {
-                bail!(
-                    "{} rows are sealed under a root key that is not configured (add it to [[root_key.previous]]): {}",
-                    report.failed.len(),
-                    report.failed.join(", ")
-                );
-            }
-            Ok(())
+            rotate_root_key(store, &configured_root_keys(root).await?, limit).await
         }
     }
+}
+
+/// The configured root keys, each tried once.
+async fn configured_root_keys(
+    root: &kms_connector::config::RootKeyConfig,
+) -> Result<SoftwareBackend> {
+    let (current, previous) = root.load()?;
+    let backend = SoftwareBackend::with_previous(current, previous);
+    backend
+        .self_test()
+        .await
+        .context("a configured root key cannot seal and unseal")?;
+    Ok(backend)
+}
+
+async fn root_key_status(store: &Store, backend: &SoftwareBackend) -> Result<()> {
+    let (current_id, known) = (backend.root_key_id(), backend.known_root_key_ids());
+    for (id, rows) in kms_connector::root_key::census(store).await? {
+        let role = if id == current_id {
+            "current"
+        } else if known.contains(&id) {
+            "previous (configured)"
+        } else {
+            "NOT CONFIGURED"
+        };
+        println!("{id}  {rows:>8} rows  {role}");
+    }
+    Ok(())
+}
+
+async fn rotate_root_key(
+    store: &Store,
+    backend: &SoftwareBackend,
+    limit: Option<u64>,
+) -> Result<()> {
+    let report = kms_connector::root_key::rotate(store, backend, limit).await?;
+    println!(
+        "root key {}: {} rows re-sealed, {} already current{}",
+        backend.root_key_id(),
+        report.resealed,
+        report.current,
+        if report.stopped_early {
+            " (stopped at --limit; run again to continue)"
+        } else {
+            ""
+        }
+    );
+    if !report.failed.is_empty() {
+        bail!(
+            "{} rows are sealed under a root key that is not configured (add it to [[root_key.previous]]): {}",
+            report.failed.len(),
+            report.failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+async fn create_root_key_in_token(root: &kms_connector::config::RootKeyConfig) -> Result<()> {
+    let source = root.current();
+    let token = source
+        .token
+        .as_ref()
+        .ok_or_else(|| anyhow!("[root_key] has no token to create the root key in"))?;
+    let hsm = kms_connector::backend::hardware::open_token(token)?;
+    kms_connector::backend::software::RootKey::create_in_token(&hsm, source.label()).await?;
+    let backend = SoftwareBackend::new(root.load()?.0);
+    backend.self_test().await?;
+    println!(
+        "root key {} created in token {:?} as object {:?}",
+        backend.root_key_id(),
+        hsm.token().label,
+        source.label()
+    );
+    Ok(())
 }
 
 fn parse_params(params: &[String]) -> Result<Vec<(String, String)>> {

@@ -55,7 +55,7 @@ pub async fn rotate(
                 report.failed.push(version.key_version_id);
                 continue;
             };
-            match backend.reseal(&key_id, &version_id, &sealed) {
+            match backend.reseal(&key_id, &version_id, &sealed).await {
                 Ok(Resealed::Current) => report.current += 1,
                 Ok(Resealed::Sealed(new)) => {
                     if store

@@ -25,6 +25,42 @@ use crate::store::InstanceKind;
 /// The specs hardware instances make.
 pub const KEY_SPECS: &[KeySpec] = &[KeySpec::Aes256, KeySpec::Aes192, KeySpec::Aes128];
 
+/// Opens the token `config` names (blocking: the PKCS#11 start-up calls), with its worker pool
+/// (threads named `thread_name`): hardware instances and a root key kept in a token.
+pub(crate) fn open_hsm(
+    config: &HardwareInstanceConfig,
+    thread_name: &'static str,
+) -> Result<Hsm, ConfigError> {
+    let token = match (&config.token_label, &config.token_serial) {
+        (Some(label), None) => TokenSelector::Label(label.clone()),
+        (None, Some(serial)) => TokenSelector::Serial(serial.clone()),
+        _ => {
+            return Err(ConfigError::Invalid(
+                "give exactly one of token_label or token_serial".into(),
+            ));
+        }
+    };
+    let pin = config.pin.resolve()?;
+    let profile =
+        VendorProfile::by_name(&config.vendor).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    Hsm::open(HsmConfig {
+        module: config.module.clone(),
+        token,
+        pin: secrecy::SecretString::from(pin.expose().to_owned()),
+        profile,
+        workers: config.workers,
+        queue_capacity: config.queue_capacity,
+        thread_name,
+        interchangeable_labels: Vec::new(),
+    })
+    .map_err(|e| ConfigError::Invalid(format!("PKCS#11 token: {e}")))
+}
+
+/// Opens a token for a one-off command (`kms-connector root-key create-in-token`).
+pub fn open_token(config: &HardwareInstanceConfig) -> Result<Hsm, ConfigError> {
+    open_hsm(config, "kms-hsm-cli")
+}
+
 /// A hardware instance's backend. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct HardwareBackend {
@@ -35,29 +71,7 @@ pub struct HardwareBackend {
 impl HardwareBackend {
     /// Opens the token of `config` (blocking: the PKCS#11 start-up calls).
     pub fn open(config: &HardwareInstanceConfig) -> Result<Self, ConfigError> {
-        let token = match (&config.token_label, &config.token_serial) {
-            (Some(label), None) => TokenSelector::Label(label.clone()),
-            (None, Some(serial)) => TokenSelector::Serial(serial.clone()),
-            _ => {
-                return Err(ConfigError::Invalid(
-                    "give exactly one of token_label or token_serial".into(),
-                ));
-            }
-        };
-        let pin = config.pin.resolve()?;
-        let profile = VendorProfile::by_name(&config.vendor)
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        let hsm = Hsm::open(HsmConfig {
-            module: config.module.clone(),
-            token,
-            pin: secrecy::SecretString::from(pin.expose().to_owned()),
-            profile,
-            workers: config.workers,
-            queue_capacity: config.queue_capacity,
-            thread_name: "kms-hsm",
-            interchangeable_labels: Vec::new(),
-        })
-        .map_err(|e| ConfigError::Invalid(format!("hardware token: {e}")))?;
+        let hsm = open_hsm(config, "kms-hsm")?;
         tracing::info!(target: "kms_connector::hardware", token = %hsm.token().label, model = %hsm.token().model, workers = config.workers, "hardware instance token opened");
         Ok(Self {
             hsm: Arc::new(hsm),
@@ -88,7 +102,8 @@ fn label(key: &KeyContext<'_>) -> Result<String, BackendError> {
         .ok_or_else(|| BackendError::Internal("hardware version without an object label".into()))
 }
 
-fn hsm_failure(error: ekm::Error) -> BackendError {
+/// Maps a token failure onto the backend vocabulary.
+pub(crate) fn hsm_failure(error: ekm::Error) -> BackendError {
     match error {
         ekm::Error::Throttled => BackendError::Throttled,
         ekm::Error::DeadlineExceeded => BackendError::Timeout,
@@ -103,7 +118,8 @@ fn hsm_failure(error: ekm::Error) -> BackendError {
     }
 }
 
-fn key_op_failure(error: KeyOpError) -> BackendError {
+/// Maps a failed key operation onto the backend vocabulary.
+pub(crate) fn key_op_failure(error: KeyOpError) -> BackendError {
     match error {
         KeyOpError::BadTag => BackendError::InvalidCiphertext,
         KeyOpError::Pkcs11(rv, function) => {

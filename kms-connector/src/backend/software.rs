@@ -18,6 +18,10 @@
 use schemas::kms::{KeySpec, ProtectionLevel};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ekm::hsm::Hsm;
 
 use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -65,14 +69,67 @@ pub enum RootKeyError {
     Random,
 }
 
-/// The 256-bit key that seals every software key's material. `Debug` is redacted; the bytes are
-/// wiped on drop.
-pub struct RootKey(Zeroizing<[u8; KEY_BYTES]>);
+/// The 256-bit key that seals every software key's material: bytes held in memory (from a
+/// file or an environment variable; wiped on drop), or an AES-256 key object inside a PKCS#11
+/// token that seals and unseals there (the root key never leaves the token). `Debug` is
+/// redacted.
+pub struct RootKey(RootKeyMaterial);
+
+enum RootKeyMaterial {
+    Memory(Zeroizing<[u8; KEY_BYTES]>),
+    Token(TokenRootKey),
+}
+
+/// A root key kept in a PKCS#11 token.
+struct TokenRootKey {
+    hsm: Arc<Hsm>,
+    label: String,
+    timeout: Duration,
+}
 
 impl RootKey {
     /// A root key from its bytes.
     pub fn from_bytes(bytes: [u8; KEY_BYTES]) -> Self {
-        Self(Zeroizing::new(bytes))
+        Self(RootKeyMaterial::Memory(Zeroizing::new(bytes)))
+    }
+
+    /// The AES-256 key object labelled `label` in the token `hsm` opened (it must exist: see
+    /// [`RootKey::create_in_token`]); every operation has `timeout`.
+    pub fn in_token(hsm: Arc<Hsm>, label: &str, timeout: Duration) -> Self {
+        Self(RootKeyMaterial::Token(TokenRootKey {
+            hsm,
+            label: label.to_owned(),
+            timeout,
+        }))
+    }
+
+    /// Generates the AES-256 root key object `label` in the token (sensitive, never
+    /// extractable, encrypt/decrypt only). Refuses when an object with that label exists: two
+    /// root keys under one label would seal rows no one could tell apart.
+    pub async fn create_in_token(hsm: &Hsm, label: &str) -> Result<(), BackendError> {
+        let object = label.to_owned();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let created = hsm
+            .run(deadline, move |session| {
+                if session.find_secret_key_opt(&object)?.is_some() {
+                    return Ok(false);
+                }
+                let usage = ekm::hsm::aes::AesUsage {
+                    encrypt: true,
+                    decrypt: true,
+                };
+                session.generate_aes(&object, KEY_BYTES, usage)?;
+                Ok(true)
+            })
+            .await
+            .map_err(|e| BackendError::Internal(format!("root key token: {e}")))?;
+        if created.value {
+            Ok(())
+        } else {
+            Err(BackendError::InvalidParameter(format!(
+                "the token already holds an object labelled {label:?}"
+            )))
+        }
     }
 
     /// A fresh random root key (first start, tests).
@@ -81,7 +138,7 @@ impl RootKey {
         OsRng
             .try_fill_bytes(bytes.as_mut())
             .map_err(|_| RootKeyError::Random)?;
-        Ok(Self(bytes))
+        Ok(Self(RootKeyMaterial::Memory(bytes)))
     }
 
     /// Loads the key from a file holding exactly 32 raw bytes, or their standard Base64 (surrounding
@@ -121,7 +178,10 @@ impl RootKey {
 
 impl fmt::Debug for RootKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("RootKey([redacted])")
+        match &self.0 {
+            RootKeyMaterial::Memory(_) => f.write_str("RootKey([redacted])"),
+            RootKeyMaterial::Token(token) => write!(f, "RootKey(token object {:?})", token.label),
+        }
     }
 }
 
@@ -137,26 +197,136 @@ fn warn_if_shared(path: &Path) {
 #[cfg(not(unix))]
 fn warn_if_shared(_path: &Path) {}
 
-/// One root key, expanded once (its key schedule is wiped on drop), and the header (format
-/// byte and root key id) it writes first in every sealed row.
+/// One root key and the header (format byte and root key id) it writes first in every sealed
+/// row. The id of a key in memory is the first bytes of a domain-separated SHA-256 of it; that
+/// of a key in a token is derived from the token's and the object's labels (its bytes are not
+/// readable), so a re-created object under the same label is caught by authentication.
 struct Sealer {
-    cipher: Aes256Gcm,
+    cipher: RootCipher,
     header: [u8; HEADER_BYTES],
 }
 
+enum RootCipher {
+    /// Expanded once; its key schedule is wiped on drop.
+    Memory(Box<Aes256Gcm>),
+    Token(TokenRootKey),
+}
+
 impl Sealer {
-    fn new(root_key: &RootKey) -> Self {
+    fn new(root_key: RootKey) -> Self {
         use sha2::Digest as _;
-        let digest = sha2::Sha256::new()
-            .chain_update(b"hyok software root key id\0")
-            .chain_update(*root_key.0)
-            .finalize();
+        let digest = match &root_key.0 {
+            RootKeyMaterial::Memory(bytes) => sha2::Sha256::new()
+                .chain_update(b"hyok software root key id\0")
+                .chain_update(**bytes)
+                .finalize(),
+            RootKeyMaterial::Token(token) => sha2::Sha256::new()
+                .chain_update(b"hyok software root key id, token object\0")
+                .chain_update(token.hsm.token().label.as_bytes())
+                .chain_update([0])
+                .chain_update(token.label.as_bytes())
+                .finalize(),
+        };
         let mut header = [SEALED_FORMAT, 0, 0, 0, 0];
         header[1..].copy_from_slice(&digest[..4]);
-        Self {
-            cipher: Aes256Gcm::new((&*root_key.0).into()),
-            header,
+        let cipher = match root_key.0 {
+            RootKeyMaterial::Memory(bytes) => {
+                RootCipher::Memory(Box::new(Aes256Gcm::new((&*bytes).into())))
+            }
+            RootKeyMaterial::Token(token) => RootCipher::Token(token),
+        };
+        Self { cipher, header }
+    }
+
+    /// `nonce ‖ AES-256-GCM(root key, data key, aad) ‖ tag`.
+    async fn seal(
+        &self,
+        aad: Vec<u8>,
+        data_key: &[u8; KEY_BYTES],
+    ) -> Result<Vec<u8>, BackendError> {
+        match &self.cipher {
+            RootCipher::Memory(cipher) => {
+                let nonce = random::<NONCE_BYTES>()?;
+                // Room for the tag up front: a reallocation would leave a clear copy behind.
+                let mut buffer = Zeroizing::new(Vec::with_capacity(KEY_BYTES + TAG_BYTES));
+                buffer.extend_from_slice(data_key);
+                cipher
+                    .encrypt_in_place(Nonce::from_slice(&nonce), &aad, &mut *buffer)
+                    .map_err(|_| BackendError::Internal("sealing failed".into()))?;
+                let mut out = Vec::with_capacity(NONCE_BYTES + buffer.len());
+                out.extend_from_slice(&nonce);
+                out.extend_from_slice(&buffer);
+                Ok(out)
+            }
+            RootCipher::Token(token) => {
+                let (label, data_key) = (token.label.clone(), Zeroizing::new(*data_key));
+                let sealed = token
+                    .run(move |session| session.encrypt(&label, &aad, &*data_key))
+                    .await?;
+                if sealed.iv.len() != NONCE_BYTES {
+                    return Err(BackendError::Internal(
+                        "the root key token made an IV of another length".into(),
+                    ));
+                }
+                let mut out = Vec::with_capacity(NONCE_BYTES + KEY_BYTES + TAG_BYTES);
+                out.extend_from_slice(&sealed.iv);
+                out.extend_from_slice(&sealed.ciphertext);
+                out.extend_from_slice(&sealed.tag);
+                Ok(out)
+            }
         }
+    }
+
+    /// The data key of `nonce ‖ ciphertext ‖ tag` sealed with `aad`; `None` if it does not
+    /// authenticate.
+    async fn open(
+        &self,
+        aad: Vec<u8>,
+        nonce: &[u8],
+        body: &[u8],
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, BackendError> {
+        match &self.cipher {
+            RootCipher::Memory(cipher) => {
+                let mut buffer = Zeroizing::new(body.to_vec());
+                Ok(cipher
+                    .decrypt_in_place(Nonce::from_slice(nonce), &aad, &mut *buffer)
+                    .ok()
+                    .map(|()| buffer))
+            }
+            RootCipher::Token(token) => {
+                let (ciphertext, tag) = body.split_at(body.len().saturating_sub(TAG_BYTES));
+                let (label, nonce, ciphertext, tag) = (
+                    token.label.clone(),
+                    nonce.to_vec(),
+                    ciphertext.to_vec(),
+                    tag.to_vec(),
+                );
+                match token
+                    .run(move |session| session.decrypt(&label, &nonce, &aad, &ciphertext, &tag))
+                    .await
+                {
+                    Ok(clear) => Ok(Some(clear)),
+                    Err(BackendError::InvalidCiphertext) => Ok(None),
+                    Err(other) => Err(other),
+                }
+            }
+        }
+    }
+}
+
+impl TokenRootKey {
+    async fn run<T, F>(&self, job: F) -> Result<T, BackendError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut ekm::hsm::HsmSession) -> Result<T, ekm::hsm::KeyOpError> + Send + 'static,
+    {
+        let deadline = std::time::Instant::now() + self.timeout;
+        let done = self
+            .hsm
+            .run(deadline, move |session| Ok(job(session)))
+            .await
+            .map_err(super::hardware::hsm_failure)?;
+        done.value.map_err(super::hardware::key_op_failure)
     }
 }
 
@@ -201,9 +371,29 @@ impl SoftwareBackend {
     /// (while `kms-connector root-key rotate` re-seals them).
     pub fn with_previous(root_key: RootKey, previous: Vec<RootKey>) -> Self {
         Self {
-            current: Sealer::new(&root_key),
-            previous: previous.iter().map(Sealer::new).collect(),
+            current: Sealer::new(root_key),
+            previous: previous.into_iter().map(Sealer::new).collect(),
         }
+    }
+
+    /// Seals and unseals a throw-away key under every configured root key, so that a root key
+    /// object missing from its token, or a token that refuses the PIN, is found at start and
+    /// not at the first request.
+    pub async fn self_test(&self) -> Result<(), BackendError> {
+        let probe = Zeroizing::new([0x5a; KEY_BYTES]);
+        for sealer in std::iter::once(&self.current).chain(&self.previous) {
+            let aad = b"hyok software root key self-test".to_vec();
+            let sealed = sealer.seal(aad.clone(), &probe).await?;
+            let (nonce, body) = sealed.split_at(NONCE_BYTES);
+            let opened = sealer.open(aad, nonce, body).await?;
+            if opened.as_deref().map(Vec::as_slice) != Some(&probe[..]) {
+                return Err(BackendError::Internal(format!(
+                    "root key {} does not open what it sealed",
+                    hex::encode(&sealer.header[1..])
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The current root key's id (hex), as sealed rows name it.
@@ -221,7 +411,7 @@ impl SoftwareBackend {
 
     /// Re-seals a row of `key_id` / `version_id` under the current root key, keeping its data
     /// key. An error when no configured root key unseals it.
-    pub fn reseal(
+    pub async fn reseal(
         &self,
         key_id: &KeyId,
         version_id: &KeyVersionId,
@@ -230,48 +420,42 @@ impl SoftwareBackend {
         if sealed.get(..HEADER_BYTES) == Some(&self.current.header[..]) {
             return Ok(Resealed::Current);
         }
-        let data_key = self.unseal_row(key_id, version_id, sealed)?;
+        let data_key = self.unseal_row(key_id, version_id, sealed).await?;
         self.seal(key_id, version_id, &data_key)
+            .await
             .map(Resealed::Sealed)
     }
 
     /// Seals a data key for `key_id` / `version_id`.
-    fn seal(
+    async fn seal(
         &self,
         key_id: &KeyId,
         version_id: &KeyVersionId,
         data_key: &[u8; KEY_BYTES],
     ) -> Result<Vec<u8>, BackendError> {
-        let nonce = random::<NONCE_BYTES>()?;
-        // Room for the tag up front: a reallocation would leave a clear copy behind.
-        let mut buffer = Zeroizing::new(Vec::with_capacity(KEY_BYTES + TAG_BYTES));
-        buffer.extend_from_slice(data_key);
         let current = &self.current;
-        current
-            .cipher
-            .encrypt_in_place(
-                Nonce::from_slice(&nonce),
-                &sealing_aad(&current.header, key_id, version_id),
-                &mut *buffer,
-            )
-            .map_err(|_| BackendError::Internal("sealing failed".into()))?;
+        let body = current
+            .seal(sealing_aad(&current.header, key_id, version_id), data_key)
+            .await?;
         let mut sealed = Vec::with_capacity(SEALED_BYTES);
         sealed.extend_from_slice(&current.header);
-        sealed.extend_from_slice(&nonce);
-        sealed.extend_from_slice(&buffer);
+        sealed.extend_from_slice(&body);
         Ok(sealed)
     }
 
     /// Unseals the data key of a version. Failure means the row was moved, corrupted, or sealed
     /// under a root key that is not configured: an internal fault, not the caller's ciphertext.
-    fn unseal(&self, key: &KeyContext<'_>) -> Result<Zeroizing<[u8; KEY_BYTES]>, BackendError> {
+    async fn unseal(
+        &self,
+        key: &KeyContext<'_>,
+    ) -> Result<Zeroizing<[u8; KEY_BYTES]>, BackendError> {
         let sealed = key.material.sealed.as_deref().ok_or_else(|| {
             BackendError::Internal("software version without sealed material".into())
         })?;
-        self.unseal_row(key.key_id, key.version_id, sealed)
+        self.unseal_row(key.key_id, key.version_id, sealed).await
     }
 
-    fn unseal_row(
+    async fn unseal_row(
         &self,
         key_id: &KeyId,
         version_id: &KeyVersionId,
@@ -293,19 +477,16 @@ impl SoftwareBackend {
             ));
         };
         let (nonce, body) = rest.split_at(NONCE_BYTES);
-        let mut buffer = Zeroizing::new(body.to_vec());
-        sealer
-            .cipher
-            .decrypt_in_place(
-                Nonce::from_slice(nonce),
-                &sealing_aad(&sealer.header, key_id, version_id),
-                &mut *buffer,
-            )
-            .map_err(|_| {
-                tracing::error!(target: "kms_connector::software", key_id = %key_id, version_id = %version_id, "sealed material does not unseal under the root key");
-                BackendError::Internal("sealed material does not unseal".into())
-            })?;
-        let data_key = <[u8; KEY_BYTES]>::try_from(buffer.as_slice())
+        let Some(clear) = sealer
+            .open(sealing_aad(&sealer.header, key_id, version_id), nonce, body)
+            .await?
+        else {
+            tracing::error!(target: "kms_connector::software", key_id = %key_id, version_id = %version_id, "sealed material does not unseal under the root key");
+            return Err(BackendError::Internal(
+                "sealed material does not unseal".into(),
+            ));
+        };
+        let data_key = <[u8; KEY_BYTES]>::try_from(clear.as_slice())
             .map_err(|_| BackendError::Internal("sealed material has the wrong length".into()))?;
         Ok(Zeroizing::new(data_key))
     }
@@ -362,7 +543,9 @@ impl KeyBackend for SoftwareBackend {
         OsRng.try_fill_bytes(data_key.as_mut()).map_err(|_| {
             BackendError::Internal("the operating system's random generator failed".into())
         })?;
-        let sealed = self.seal(request.key_id, request.version_id, &data_key)?;
+        let sealed = self
+            .seal(request.key_id, request.version_id, &data_key)
+            .await?;
         Ok(VersionMaterial {
             sealed: Some(sealed),
             backend_ref: None,
@@ -375,7 +558,7 @@ impl KeyBackend for SoftwareBackend {
         plaintext: &[u8],
         aad: &[u8],
     ) -> Result<Vec<u8>, BackendError> {
-        let data_key = self.unseal(&key)?;
+        let data_key = self.unseal(&key).await?;
         let iv = random::<NONCE_BYTES>()?;
         let sealed = data_cipher(&data_key)
             .encrypt(
@@ -401,7 +584,7 @@ impl KeyBackend for SoftwareBackend {
         if payload.len() < NONCE_BYTES + TAG_BYTES {
             return Err(BackendError::InvalidCiphertext);
         }
-        let data_key = self.unseal(&key)?;
+        let data_key = self.unseal(&key).await?;
         let (iv, sealed) = payload.split_at(NONCE_BYTES);
         data_cipher(&data_key)
             .decrypt(Nonce::from_slice(iv), Payload { msg: sealed, aad })
@@ -494,12 +677,12 @@ mod tests {
                 .unwrap(),
             b"kept"
         );
-        let Resealed::Sealed(resealed) = rotating.reseal(&k, &v, &sealed).unwrap() else {
+        let Resealed::Sealed(resealed) = rotating.reseal(&k, &v, &sealed).await.unwrap() else {
             panic!("not re-sealed")
         };
         assert_eq!(sealed_root_key_id(&resealed), Some(rotating.root_key_id()));
         assert_eq!(
-            rotating.reseal(&k, &v, &resealed).unwrap(),
+            rotating.reseal(&k, &v, &resealed).await.unwrap(),
             Resealed::Current
         );
         // Same data key: the old ciphertext opens under the re-sealed row with the new key only.
@@ -522,9 +705,9 @@ mod tests {
                 .await
                 .is_err()
         );
-        assert!(only_new.reseal(&k, &v, &sealed).is_err());
+        assert!(only_new.reseal(&k, &v, &sealed).await.is_err());
         let other = KeyVersionId::generate();
-        assert!(rotating.reseal(&k, &other, &sealed).is_err());
+        assert!(rotating.reseal(&k, &other, &sealed).await.is_err());
     }
 
     #[tokio::test]
