@@ -30,7 +30,12 @@ fuzz_target!(|data: &[u8]| {
         .values("x-acs-date")
         .next()
         .map(str::to_owned)
-        .or_else(|| parameters.as_ref().ok().and_then(|p| p.get("Timestamp").cloned()));
+        .or_else(|| {
+            parameters
+                .as_ref()
+                .ok()
+                .and_then(|p| p.get("Timestamp").cloned())
+        });
     let now = stamp
         .and_then(|s| time::PrimitiveDateTime::parse(s.trim(), format).ok())
         .map_or(datetime!(2026-11-23 14:58:52 UTC), |t| t.assume_utc());
@@ -71,10 +76,17 @@ fn check_acs3(request: &RawRequest, verified: &schemas::acs::Verified) {
     let header = |name: &str| request.values(name).next().map(|v| v.trim().to_owned());
     assert_eq!(verified.action, header("x-acs-action"));
     assert_eq!(verified.version, header("x-acs-version"));
-    assert_eq!(Some(verified.nonce.clone()), header("x-acs-signature-nonce"));
+    assert_eq!(
+        Some(verified.nonce.clone()),
+        header("x-acs-signature-nonce")
+    );
 }
 
-fn check_rpc(request: &RawRequest, verified: &schemas::acs::Verified, parameters: BTreeMap<String, String>) {
+fn check_rpc(
+    request: &RawRequest,
+    verified: &schemas::acs::Verified,
+    parameters: BTreeMap<String, String>,
+) {
     let get = |name: &str| parameters.get(name).filter(|v| !v.is_empty()).cloned();
     assert_eq!(verified.action, get("Action"));
     assert_eq!(verified.version, get("Version"));
@@ -104,8 +116,19 @@ fn check_rpc(request: &RawRequest, verified: &schemas::acs::Verified, parameters
         params: &own,
         nonce: &verified.nonce,
     };
-    let pairs = sign_rpc(&Credential::new(ACCESS_KEY_ID, SECRET), &rpc, verified.timestamp)
-        .expect("the RPC signer refuses a request the verifier accepted");
-    let signature = pairs.iter().find(|(k, _)| k == "Signature").map(|(_, v)| v.clone());
-    assert_eq!(signature, get("Signature"), "accepted a signature the signer does not make");
+    let pairs = sign_rpc(
+        &Credential::new(ACCESS_KEY_ID, SECRET),
+        &rpc,
+        verified.timestamp,
+    )
+    .expect("the RPC signer refuses a request the verifier accepted");
+    let signature = pairs
+        .iter()
+        .find(|(k, _)| k == "Signature")
+        .map(|(_, v)| v.clone());
+    assert_eq!(
+        signature,
+        get("Signature"),
+        "accepted a signature the signer does not make"
+    );
 }

@@ -29,9 +29,9 @@ fuzz_target!(|data: &[u8]| {
             } else {
                 AadFormat::Raw
             };
-            let version = rest.get(1..5).map_or(1, |v| {
-                u32::from_be_bytes([v[0], v[1], v[2], v[3]]).max(1)
-            });
+            let version = rest
+                .get(1..5)
+                .map_or(1, |v| u32::from_be_bytes([v[0], v[1], v[2], v[3]]).max(1));
             let meta = CiphertextMetadata {
                 aad_format: format,
                 key_version: version,
@@ -40,7 +40,8 @@ fuzz_target!(|data: &[u8]| {
         }
         _ => {
             // The caller's AAD is the rest; the metadata is its first byte's worth of bytes.
-            let (ctm, aad) = rest.split_at(usize::from(rest.first().copied().unwrap_or(0) % 24).min(rest.len()));
+            let (ctm, aad) =
+                rest.split_at(usize::from(rest.first().copied().unwrap_or(0) % 24).min(rest.len()));
             match AadFormat::Raw.gcm_aad(aad, ctm) {
                 Ok(built) => {
                     let mut expected = (aad.len() as u16).to_be_bytes().to_vec();

@@ -13,12 +13,18 @@ use schemas::ekm::{
 use schemas::xki::ExternalKeyId;
 use serde::{Serialize, de::DeserializeOwned};
 
-fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(body: &[u8]) -> Option<T> {
+fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(
+    body: &[u8],
+) -> Option<T> {
     let value: T = serde_json::from_slice(body).ok()?;
     let json = serde_json::to_vec(&value).unwrap();
     let again: T = serde_json::from_slice(&json).expect("our own JSON does not parse");
     assert_eq!(again, value, "JSON round trip changed the value");
-    assert_eq!(serde_json::to_vec(&again).unwrap(), json, "serialisation is not stable");
+    assert_eq!(
+        serde_json::to_vec(&again).unwrap(),
+        json,
+        "serialisation is not stable"
+    );
     Some(value)
 }
 

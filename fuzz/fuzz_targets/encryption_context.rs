@@ -81,7 +81,9 @@ fn check(text: &str) -> Option<(EncryptionContext, bool)> {
                     assert_eq!(again.aad(), aad);
                 }
             }
-            let plain = pairs.iter().all(|(k, v)| !k.contains(['=', '&']) && !v.contains(['=', '&']));
+            let plain = pairs
+                .iter()
+                .all(|(k, v)| !k.contains(['=', '&']) && !v.contains(['=', '&']));
             Some((context, plain && !duplicates))
         }
         (Some((_, duplicates)), Err(e)) => {
@@ -101,7 +103,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    assert!(EncryptionContext::parse("EncryptionContext", None).unwrap().is_empty());
+    assert!(
+        EncryptionContext::parse("EncryptionContext", None)
+            .unwrap()
+            .is_empty()
+    );
     let (a, b) = text.split_once('\0').unwrap_or((text, ""));
     let (Some((a, a_plain)), Some((b, b_plain))) = (check(a), check(b)) else {
         return;

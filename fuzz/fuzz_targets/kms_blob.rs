@@ -60,6 +60,10 @@ fn check_unpack(bytes: &[u8]) {
     if let Ok(payload) = XkiPayload::unpack(bytes) {
         assert_eq!(payload.tag.len(), 16);
         assert!(!payload.ciphertext.is_empty());
-        assert_eq!(payload.pack().as_deref(), Ok(bytes), "unpack → pack is not the identity");
+        assert_eq!(
+            payload.pack().as_deref(),
+            Ok(bytes),
+            "unpack → pack is not the identity"
+        );
     }
 }

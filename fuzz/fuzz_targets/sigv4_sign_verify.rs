@@ -43,18 +43,29 @@ fuzz_target!(|data: &[u8]| {
     }
     let extra_refs: Vec<&str> = extra.iter().map(String::as_str).collect();
     let now = datetime!(2026-11-23 14:59:00 UTC);
-    let signer = Signer::new(Credential::new(ACCESS_KEY_ID, SECRET), "us-east-1", "kms-xks-proxy");
+    let signer = Signer::new(
+        Credential::new(ACCESS_KEY_ID, SECRET),
+        "us-east-1",
+        "kms-xks-proxy",
+    );
     let Ok(signed) = signer.sign(&request.parts(), &extra_refs, now) else {
         // Only a request without a header it must sign is unsignable here.
         assert!(
-            extra_refs.iter().chain(&["host"]).any(|h| request.values(h).next().is_none()),
+            extra_refs
+                .iter()
+                .chain(&["host"])
+                .any(|h| request.values(h).next().is_none()),
             "the signer refused a signable request"
         );
         return;
     };
     request.remove_header("x-amz-date");
-    request.headers.push(("X-Amz-Date".into(), signed.x_amz_date.clone()));
-    request.headers.push(("Authorization".into(), signed.authorization.clone()));
+    request
+        .headers
+        .push(("X-Amz-Date".into(), signed.x_amz_date.clone()));
+    request
+        .headers
+        .push(("Authorization".into(), signed.authorization.clone()));
 
     let verifier = Verifier::new(["us-east-1"]).with_cache_capacity(4);
     let lookup = |ak: &str| (ak == ACCESS_KEY_ID).then(|| SECRET.into());
@@ -69,7 +80,14 @@ fuzz_target!(|data: &[u8]| {
     expected_signed.dedup();
     assert_eq!(verified.signed_headers, expected_signed);
     let signed_headers = verified.signed_headers;
-    let meaning = |r: &RawRequest| Meaning::of(r, &signed_headers, ValueRule::CollapseSpaces, QueryRule::Percent);
+    let meaning = |r: &RawRequest| {
+        Meaning::of(
+            r,
+            &signed_headers,
+            ValueRule::CollapseSpaces,
+            QueryRule::Percent,
+        )
+    };
     let original = meaning(&request).expect("percent decoding never fails");
     let canonical = canonical_request(&request.parts(), &signed_headers).unwrap();
 
@@ -79,8 +97,12 @@ fuzz_target!(|data: &[u8]| {
             // The first request's signature on another request.
             other.remove_header("authorization");
             other.remove_header("x-amz-date");
-            other.headers.push(("X-Amz-Date".into(), signed.x_amz_date.clone()));
-            other.headers.push(("Authorization".into(), signed.authorization.clone()));
+            other
+                .headers
+                .push(("X-Amz-Date".into(), signed.x_amz_date.clone()));
+            other
+                .headers
+                .push(("Authorization".into(), signed.authorization.clone()));
             other
         }),
     };
@@ -88,7 +110,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if canonical_request(&tampered.parts(), &signed_headers).as_ref() == Ok(&canonical) {
-        assert_eq!(meaning(&tampered).as_ref(), Some(&original), "equal canonical requests, different meanings");
+        assert_eq!(
+            meaning(&tampered).as_ref(),
+            Some(&original),
+            "equal canonical requests, different meanings"
+        );
     }
     if verifier.verify(&tampered.parts(), lookup, now).is_ok() {
         assert_eq!(

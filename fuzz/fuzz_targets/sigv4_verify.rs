@@ -24,7 +24,8 @@ fuzz_target!(|data: &[u8]| {
         .values("x-amz-date")
         .next()
         .and_then(|d| {
-            let format = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+            let format =
+                time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
             time::PrimitiveDateTime::parse(d, format).ok()
         })
         .map_or(datetime!(2026-11-23 14:59:00 UTC), |t| t.assume_utc());
@@ -53,7 +54,12 @@ fuzz_target!(|data: &[u8]| {
                 .sign(&request.parts(), &extra, verified.request_time)
                 .expect("the signer refuses a request the verifier accepted");
             let authorization = request.values("authorization").next().unwrap();
-            let signature = |value: &str| value.rsplit("Signature=").next().map(|s| s.trim().to_owned());
+            let signature = |value: &str| {
+                value
+                    .rsplit("Signature=")
+                    .next()
+                    .map(|s| s.trim().to_owned())
+            };
             assert_eq!(
                 signature(&signed.authorization),
                 signature(authorization),
@@ -75,7 +81,10 @@ fuzz_target!(|data: &[u8]| {
                     | SigV4Error::RegionNotAllowed(_)
                     | SigV4Error::UnknownAccessKey(_)
             ) {
-                assert!(text.bytes().all(|b| b.is_ascii_graphic() || b == b' '), "{text}");
+                assert!(
+                    text.bytes().all(|b| b.is_ascii_graphic() || b == b' '),
+                    "{text}"
+                );
             }
         }
     }

@@ -33,7 +33,10 @@ fuzz_target!(|data: &[u8]| {
         0 => {
             if let Some(request) = round_trip::<HealthRequest>(body) {
                 let faults = metadata_faults(&request.request_metadata, Operation::Health);
-                check_verdict(check_metadata(&request.request_metadata, Operation::Health), &faults);
+                check_verdict(
+                    check_metadata(&request.request_metadata, Operation::Health),
+                    &faults,
+                );
             }
         }
         1 => {
@@ -51,7 +54,10 @@ fuzz_target!(|data: &[u8]| {
                         check_verdict(Ok(()), &faults);
                         assert_eq!(*valid.plaintext, b64::decode(&request.plaintext).unwrap());
                         let aad = request.additional_authenticated_data.as_deref();
-                        assert_eq!(valid.aad, aad.map_or(Vec::new(), |a| b64::decode(a).unwrap()));
+                        assert_eq!(
+                            valid.aad,
+                            aad.map_or(Vec::new(), |a| b64::decode(a).unwrap())
+                        );
                         assert_eq!(
                             valid.want_cdiv,
                             request.ciphertext_data_integrity_value_algorithm.is_some()
@@ -68,7 +74,10 @@ fuzz_target!(|data: &[u8]| {
                     Ok(valid) => {
                         check_verdict(Ok(()), &faults);
                         assert_eq!(valid.ciphertext, b64::decode(&request.ciphertext).unwrap());
-                        assert_eq!(valid.iv, b64::decode(&request.initialization_vector).unwrap());
+                        assert_eq!(
+                            valid.iv,
+                            b64::decode(&request.initialization_vector).unwrap()
+                        );
                         assert_eq!(valid.tag, b64::decode(&request.authentication_tag).unwrap());
                         let ctm = request.ciphertext_metadata.as_deref();
                         assert_eq!(
@@ -111,7 +120,9 @@ fuzz_target!(|data: &[u8]| {
 
 /// Parses `body`; when it parses, serialising and parsing again gives the same value, and a
 /// refusal is a ValidationException whose message repeats nothing of the body.
-fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(body: &[u8]) -> Option<T> {
+fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(
+    body: &[u8],
+) -> Option<T> {
     match parse_json::<T>(body) {
         Ok(value) => {
             let json = serde_json::to_vec(&value).unwrap();
@@ -123,7 +134,11 @@ fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(bod
             assert_eq!(e.name, V);
             let safe = e.message.starts_with("malformed JSON body at line ")
                 || e.message.starts_with("missing field");
-            assert!(safe && e.message.len() <= 80, "unsafe message {:?}", e.message);
+            assert!(
+                safe && e.message.len() <= 80,
+                "unsafe message {:?}",
+                e.message
+            );
             assert!(e.message.bytes().all(|b| b.is_ascii_graphic() || b == b' '));
             None
         }
@@ -133,7 +148,10 @@ fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(bod
 /// Accepted iff there is no fault; refused with the name of one of the faults.
 fn check_verdict(verdict: Result<(), RequestError>, faults: &[ErrorName]) {
     match verdict {
-        Ok(()) => assert!(faults.is_empty(), "accepted a request with faults {faults:?}"),
+        Ok(()) => assert!(
+            faults.is_empty(),
+            "accepted a request with faults {faults:?}"
+        ),
         Err(e) => assert!(
             faults.contains(&e.name),
             "refused with {:?} ({}), the faults are {faults:?}",
@@ -162,7 +180,13 @@ fn metadata_faults(meta: &RequestMetadata, op: Operation) -> Vec<ErrorName> {
 }
 
 /// Faults of a Base64 field holding at most `max` bytes (`non_empty`: at least one).
-fn field_faults(text: &str, max: usize, over: ErrorName, non_empty: bool, faults: &mut Vec<ErrorName>) {
+fn field_faults(
+    text: &str,
+    max: usize,
+    over: ErrorName,
+    non_empty: bool,
+    faults: &mut Vec<ErrorName>,
+) {
     match b64::decode(text) {
         Ok(bytes) => {
             if bytes.len() > max {
@@ -197,7 +221,13 @@ fn encrypt_faults(request: &EncryptRequest, limits: &Limits) -> Vec<ErrorName> {
     if let Some(aad) = &request.additional_authenticated_data {
         field_faults(aad, limits.max_aad_bytes, U, false, &mut faults);
     }
-    field_faults(&request.plaintext, limits.max_data_bytes, U, true, &mut faults);
+    field_faults(
+        &request.plaintext,
+        limits.max_data_bytes,
+        U,
+        true,
+        &mut faults,
+    );
     faults
 }
 
@@ -206,7 +236,13 @@ fn decrypt_faults(request: &DecryptRequest, limits: &Limits) -> Vec<ErrorName> {
     if request.encryption_algorithm != "AES_GCM" {
         faults.push(V);
     }
-    field_faults(&request.ciphertext, limits.max_data_bytes, U, true, &mut faults);
+    field_faults(
+        &request.ciphertext,
+        limits.max_data_bytes,
+        U,
+        true,
+        &mut faults,
+    );
     if let Some(aad) = &request.additional_authenticated_data {
         field_faults(aad, limits.max_aad_bytes, U, false, &mut faults);
     }
