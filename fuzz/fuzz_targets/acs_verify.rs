@@ -53,6 +53,10 @@ fuzz_target!(|data: &[u8]| {
             let text = error.to_string();
             assert!(!text.contains(SECRET));
             assert!(text.len() <= 256, "{text}");
+            assert!(
+                text.bytes().all(|b| b.is_ascii_graphic() || b == b' '),
+                "{text}"
+            );
         }
     }
 });
