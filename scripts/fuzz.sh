@@ -66,8 +66,13 @@ for target in "${targets[@]}"; do
     fi
     echo "== $target (${limit[*]})"
     log="artifacts/$target/last-run.log"
-    # corpus/<target> collects what the run finds; seeds/<target> is read only.
-    if ! cargo fuzz run "${build_flags[@]}" "$target" "corpus/$target" "seeds/$target" -- \
+    # corpus/<target> collects what the run finds; seeds/<target> and the inputs of crashes that
+    # were fixed (regressions/<target>, run first on every start) are read only.
+    inputs=("corpus/$target" "seeds/$target")
+    if [[ -d "regressions/$target" ]]; then
+        inputs+=("regressions/$target")
+    fi
+    if ! cargo fuzz run "${build_flags[@]}" "$target" "${inputs[@]}" -- \
         "${limit[@]}" -artifact_prefix="artifacts/$target/" -print_final_stats=1 \
         >"$log" 2>&1; then
         tail -n 60 "$log"

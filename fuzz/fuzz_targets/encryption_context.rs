@@ -36,22 +36,25 @@ impl<'de> Deserialize<'de> for Entries {
     }
 }
 
-/// `Some(pairs, has_duplicates)` for a text the model accepts.
+/// `Some(string pairs, has_duplicates)` for a text the model accepts or may accept: with a
+/// repeated key the object may be refused, or read with one of its values for that key, so
+/// its non-string values are not judged either.
 fn model(text: &str) -> Option<(Vec<(String, String)>, bool)> {
     if text.chars().count() > MAX_CHARS {
         return None;
     }
     let Entries(entries) = serde_json::from_str(text).ok()?;
-    let mut pairs = Vec::with_capacity(entries.len());
-    for (k, v) in entries {
-        let serde_json::Value::String(v) = v else {
-            return None;
-        };
-        pairs.push((k, v));
-    }
-    let mut keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+    let mut keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
     keys.sort_unstable();
     let duplicates = keys.windows(2).any(|w| w[0] == w[1]);
+    let mut pairs = Vec::with_capacity(entries.len());
+    for (k, v) in entries {
+        match v {
+            serde_json::Value::String(v) => pairs.push((k, v)),
+            _ if duplicates => {}
+            _ => return None,
+        }
+    }
     Some((pairs, duplicates))
 }
 
