@@ -51,8 +51,11 @@ scripts/deps.sh
 say "build (release)"
 cargo build --release --quiet -p ekm -p xki-proxy -p certs -p kms-connector
 
+# Everything the stack writes under .state (database, token, logs, configs) is for its
+# owner only: 0700 directories, 0600 files.
+umask 077
 mkdir -p "$state"/{run,logs,secrets,softhsm/tokens}
-chmod 700 "$state/secrets"
+chmod 700 "$state" "$state"/{run,logs,secrets,softhsm}
 
 say "dev PKI in .state/pki"
 "$bin/hyok-dev-pki" init --out "$state/pki" | sed 's/^/    /'

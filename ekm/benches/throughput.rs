@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::aead::GcmParams;
 use ekm::ciphertext::{AadFormat, CiphertextMetadata};
-use ekm::pkcs11::{Pkcs11Config, Pkcs11KeyManager, TokenSelector, find_token, keys, library};
+use ekm::hsm::aes::{AesUsage, aes_key_template};
+use ekm::pkcs11::{Pkcs11Config, Pkcs11KeyManager, TokenSelector, find_token, library};
 use ekm::server::{Application, ServerSettings, tls};
 use ekm::{CreateKey, EncryptRequest, KeyManager, KeyUsage, OpContext};
 use rand::RngCore as _;
@@ -224,7 +225,14 @@ impl RawLoop {
         let key = sessions[0]
             .generate_key(
                 &Mechanism::AesKeyGen,
-                &keys::aes_key_template(&format!("raw-bench-{plaintext_len}"), KeyUsage::BOTH),
+                &aes_key_template(
+                    &format!("raw-bench-{plaintext_len}"),
+                    32,
+                    AesUsage {
+                        encrypt: true,
+                        decrypt: true,
+                    },
+                ),
             )
             .unwrap();
         let metadata = CiphertextMetadata {

@@ -17,12 +17,9 @@ use schemas::xki::aad::{hashed_aad, xks_aad};
 use schemas::xki::{IV_LENGTHS, MAX_AAD_BYTES, MAX_CIPHERTEXT_METADATA_BYTES, TAG_BYTES};
 
 use crate::error::{Error, Result};
+pub use crate::hsm::aes::{IV_BYTES, TAG_BITS, split_tag};
 use crate::manager::{DecryptRequest, EncryptRequest};
 
-/// The IV length the EKM generates (96 bits, the GCM fast path).
-pub const IV_BYTES: usize = 12;
-/// GCM tag length in bits.
-pub const TAG_BITS: u64 = (TAG_BYTES * 8) as u64;
 /// Length of the metadata the EKM writes.
 pub const METADATA_BYTES: usize = 5;
 const _: () = assert!(METADATA_BYTES <= MAX_CIPHERTEXT_METADATA_BYTES);
@@ -182,15 +179,6 @@ impl Limits {
         }
         Ok(())
     }
-}
-
-/// Splits the PKCS#11 `ciphertext ‖ tag` output.
-pub fn split_tag(mut sealed: Vec<u8>) -> Result<(Vec<u8>, Vec<u8>)> {
-    let Some(cut) = sealed.len().checked_sub(TAG_BYTES) else {
-        return Err(Error::Internal("GCM output shorter than its tag".into()));
-    };
-    let tag = sealed.split_off(cut);
-    Ok((sealed, tag))
 }
 
 #[cfg(test)]

@@ -2,9 +2,11 @@
 //!
 //! - [`KeyManager`] ([`manager`]) is the seam the EKM server and the XKI proxy hold as
 //!   `Arc<dyn KeyManager>`; its one error enum is [`Error`].
-//! - [`pkcs11::Pkcs11KeyManager`] implements it on a PKCS#11 token (SoftHSM2 by default): HSM
-//!   worker threads with one session each, a bounded queue with admission control, cached
-//!   object handles, key records kept in the token.
+//! - [`hsm`] is the workspace's PKCS#11 core (token, logged-in session pool with admission
+//!   control and deadlines, vendor profile, object templates, per-mechanism operations), also
+//!   used by the kms-connector's hardware instance.
+//! - [`pkcs11::Pkcs11KeyManager`] implements it on that core (SoftHSM2 by default): the EKM's
+//!   key directory, with key records kept in the token.
 //! - [`fault::FaultInjecting`] wraps any manager with switchable delays and errors.
 //! - `memory::MemoryKeyManager` (feature `memory`) is a software stand-in for other crates'
 //!   unit tests only.
@@ -17,6 +19,7 @@ pub mod ciphertext;
 pub mod config;
 pub mod error;
 pub mod fault;
+pub mod hsm;
 pub mod manager;
 #[cfg(any(test, feature = "memory"))]
 pub mod memory;

@@ -11,7 +11,8 @@ use std::time::Duration;
 use common::conformance::{self, decrypt, decrypt_request, encrypt};
 use common::{config, ctx, new_token, pkcs11};
 use cryptoki::object::{Attribute, AttributeInfo, AttributeType, KeyType, ObjectClass};
-use ekm::pkcs11::{Pkcs11KeyManager, find_token};
+use ekm::hsm::find_token;
+use ekm::pkcs11::Pkcs11KeyManager;
 use ekm::{AdoptKey, CreateKey, Error, HealthStatus, KeyManager, KeyOrigin, KeyState, KeyUsage};
 use schemas::xki::ExternalKeyId;
 

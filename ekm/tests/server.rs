@@ -349,7 +349,11 @@ async fn api_over_mtls() {
     );
     // Health on the API port, liveness on the plain port.
     let (s, h) = call(&c, &r, "/v1/health", None, &[]).await;
-    assert_eq!((s, h["status"].as_str()), (200, Some("ACTIVE")), "{h}");
+    // DEGRADED is the design's answer to a probe slowed by a busy machine, not a fault.
+    assert!(
+        s == 200 && matches!(h["status"].as_str(), Some("ACTIVE" | "DEGRADED")),
+        "{s} {h}"
+    );
     let plain = awc::Client::default();
     let resp = plain
         .get(format!("http://127.0.0.1:{}/ping", r.liveness_port))

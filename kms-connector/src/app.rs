@@ -11,14 +11,14 @@ use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, web};
-use schemas::acs::Verifier;
+use schemas::acs::{ExpectedHosts, Verifier};
 use tokio::sync::watch;
 
 use crate::api::auth::AccessKeys;
 use crate::api::{ApiState, RequestClock, handle, limiter};
 use crate::backend::VersionMaterial;
 use crate::config::{Config, ConfigError, TlsConfig};
-use crate::instances::{BackendOverride, InstanceError, Instances};
+use crate::instances::{BackendOverride, InstanceError, InstanceHandle, Instances};
 use crate::store::{AuditEvent, Store, StoreError, UnixMillis};
 
 /// The clock the deletion sweeper reads (injectable so tests can move past a window).
@@ -28,8 +28,12 @@ pub type Clock = Arc<dyn Fn() -> UnixMillis + Send + Sync>;
 const MAX_BODY_BYTES: usize = 256 * 1024;
 /// How often expired nonces are forgotten.
 const NONCE_PURGE_INTERVAL: Duration = Duration::from_secs(60);
-/// Keys purged per sweep at most (the next sweep takes the rest).
+/// Keys purged per sweep and instance at most (the next sweep takes the rest).
 const SWEEP_BATCH: u32 = 100;
+/// How often audit events past their retention are deleted.
+const AUDIT_PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+/// Audit events deleted per transaction.
+const AUDIT_PURGE_BATCH: u32 = 5000;
 
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +72,8 @@ pub struct AppOptions {
     pub deletion_sweep_interval: Option<Duration>,
     /// The clock request timestamps are checked against (default: the system clock).
     pub request_clock: Option<RequestClock>,
+    /// How often old audit events are purged (default: hourly).
+    pub audit_purge_interval: Option<Duration>,
 }
 
 impl std::fmt::Debug for AppOptions {
@@ -77,6 +83,7 @@ impl std::fmt::Debug for AppOptions {
             .field("clock", &self.clock.is_some())
             .field("deletion_sweep_interval", &self.deletion_sweep_interval)
             .field("request_clock", &self.request_clock.is_some())
+            .field("audit_purge_interval", &self.audit_purge_interval)
             .finish()
     }
 }
@@ -110,6 +117,8 @@ pub struct Application {
     clock: Clock,
     sweep_interval: Duration,
     sweeps: watch::Sender<u64>,
+    audit_retention: Option<Duration>,
+    audit_purge_interval: Duration,
 }
 
 impl std::fmt::Debug for Application {
@@ -129,7 +138,8 @@ impl Application {
 
     /// Builds with test or embedding options.
     pub async fn build_with(config: Config, options: AppOptions) -> Result<Self, StartError> {
-        let store = Store::open(&config.database_url()).await?;
+        let store =
+            Store::open_with(&config.database_url(), config.database.store_options()).await?;
         let instances = Arc::new(Instances::build(&config, &store, options.backends).await?);
         let access_keys = AccessKeys::from_config(&config.access_keys)?;
         let skew =
@@ -138,7 +148,11 @@ impl Application {
             store,
             instances,
             access_keys,
-            verifier: Verifier::new().with_max_clock_skew(skew),
+            verifier: Verifier::new()
+                .with_max_clock_skew(skew)
+                .with_expected_hosts(ExpectedHosts::new(&config.kms.expected_hosts).map_err(
+                    |reason| ConfigError::Invalid(format!("kms.expected_hosts: {reason}")),
+                )?),
             limiter: limiter(config.kms.qps),
             region: config.kms.region.clone(),
             account_id: config.kms.account_id.clone(),
@@ -192,6 +206,9 @@ impl Application {
                 .deletion_sweep_interval
                 .unwrap_or(Duration::from_secs(config.kms.deletion_sweep_secs)),
             sweeps,
+            audit_retention: (config.audit.retention_days > 0)
+                .then(|| Duration::from_secs(u64::from(config.audit.retention_days) * 86_400)),
+            audit_purge_interval: options.audit_purge_interval.unwrap_or(AUDIT_PURGE_INTERVAL),
         })
     }
 
@@ -223,6 +240,15 @@ impl Application {
             self.sweeps,
         ));
         let purger = tokio::spawn(nonce_loop(state.clone()));
+        let interval = self.audit_purge_interval;
+        let audit_purger = self.audit_retention.map(|retention| {
+            tokio::spawn(audit_loop(
+                state.clone(),
+                self.clock.clone(),
+                retention,
+                interval,
+            ))
+        });
         let instance_tasks: Vec<_> = state
             .instances
             .background_tasks()
@@ -232,6 +258,9 @@ impl Application {
         let result = self.server.await;
         sweeper.abort();
         purger.abort();
+        if let Some(task) = audit_purger {
+            task.abort();
+        }
         instance_tasks.iter().for_each(|t| t.abort());
         result
     }
@@ -285,73 +314,136 @@ async fn sweep_loop(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let deleted = sweep_deletions(&state, clock()).await;
+        let now = clock();
+        let deleted = sweep_deletions(&state, now).await;
         if deleted > 0 {
             tracing::info!(deleted, "deleted keys whose deletion window ended");
+        }
+        let mut rotated = 0;
+        for instance in state.instances.all() {
+            rotated += crate::rotation::rotate_due(&state.store, instance, now, SWEEP_BATCH).await;
+        }
+        if rotated > 0 {
+            tracing::info!(rotated, "rotated keys whose rotation was due");
         }
         sweeps.send_modify(|n| *n += 1);
     }
 }
 
 /// Deletes every key whose deletion window ended by `now`, with everything it owns, and lets
-/// its backend destroy the version material. Keys of instances not served here are left to
-/// the replica that serves them. Returns how many keys were deleted.
+/// its backend destroy the version material. Each served instance gets its own batch (keys of
+/// instances not served here are left to the replica that serves them, and a backlog in one
+/// instance does not starve another). Returns how many keys were deleted.
 pub async fn sweep_deletions(state: &ApiState, now: UnixMillis) -> usize {
-    let due = match state.store.keys_due_for_deletion(now, SWEEP_BATCH).await {
-        Ok(due) => due,
-        Err(error) => {
-            tracing::warn!(%error, "cannot list keys due for deletion");
-            return 0;
-        }
-    };
     let mut deleted = 0;
-    for key_id in due {
-        let Ok(key) = state.store.get_key(&key_id).await else {
-            continue;
-        };
-        let Some(instance) = state.instances.get(&key.instance_id) else {
-            continue;
-        };
-        let versions = match state.store.purge_key(&key_id, now).await {
-            Ok(versions) => versions,
-            // Cancelled, or purged by another replica meanwhile.
-            Err(
-                StoreError::StateMismatch { .. }
-                | StoreError::Conflict(_)
-                | StoreError::NotFound(_),
-            ) => continue,
+    for instance in state.instances.all() {
+        let due = match state
+            .store
+            .keys_due_for_deletion(&instance.id, now, SWEEP_BATCH)
+            .await
+        {
+            Ok(due) => due,
             Err(error) => {
-                tracing::warn!(key_id = %key_id, %error, "cannot delete key");
+                tracing::warn!(instance = %instance.id, %error, "cannot list keys due for deletion");
                 continue;
             }
         };
-        for version in versions {
-            let material = VersionMaterial {
-                sealed: version.sealed_material,
-                backend_ref: version.backend_ref,
-            };
-            if let Err(error) = instance.backend.destroy_version(&material).await {
-                tracing::warn!(key_id = %key_id, %error, "cannot destroy the material of a deleted key version");
+        for key_id in due {
+            if delete_key(state, instance, &key_id, now).await {
+                deleted += 1;
             }
         }
-        let event = AuditEvent {
-            event_id: uuid::Uuid::new_v4().to_string(),
-            time: UnixMillis::now(),
-            request_id: uuid::Uuid::new_v4().to_string().to_ascii_uppercase(),
-            principal: "kms-connector".to_owned(),
-            account_id: key.account_id.clone(),
-            action: "DeleteKey".to_owned(),
-            key_id: Some(key_id.clone()),
-            result: AuditEvent::SUCCESS.to_owned(),
-            source_ip: None,
-            detail: Some("deletion window ended".to_owned()),
-        };
-        if let Err(error) = state.store.append_audit(event).await {
-            tracing::error!(key_id = %key_id, %error, "cannot append the audit event");
-        }
-        deleted += 1;
     }
     deleted
+}
+
+/// Deletes one due key; whether it was this call that deleted it.
+async fn delete_key(
+    state: &ApiState,
+    instance: &InstanceHandle,
+    key_id: &str,
+    now: UnixMillis,
+) -> bool {
+    let Ok(key) = state.store.get_key(key_id).await else {
+        return false;
+    };
+    let versions = match state.store.purge_key(key_id, now).await {
+        Ok(versions) => versions,
+        // Cancelled, or purged by another replica meanwhile.
+        Err(
+            StoreError::StateMismatch { .. } | StoreError::Conflict(_) | StoreError::NotFound(_),
+        ) => {
+            return false;
+        }
+        Err(error) => {
+            tracing::warn!(key_id = %key_id, %error, "cannot delete key");
+            return false;
+        }
+    };
+    for version in versions {
+        let material = VersionMaterial {
+            sealed: version.sealed_material,
+            backend_ref: version.backend_ref,
+        };
+        if let Err(error) = instance.backend.destroy_version(&material).await {
+            tracing::warn!(key_id = %key_id, %error, "cannot destroy the material of a deleted key version");
+        }
+    }
+    let event = AuditEvent {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        time: UnixMillis::now(),
+        request_id: uuid::Uuid::new_v4().to_string().to_ascii_uppercase(),
+        principal: "kms-connector".to_owned(),
+        account_id: key.account_id.clone(),
+        action: "DeleteKey".to_owned(),
+        key_id: Some(key_id.to_owned()),
+        result: AuditEvent::SUCCESS.to_owned(),
+        source_ip: None,
+        detail: Some("deletion window ended".to_owned()),
+    };
+    if let Err(error) = state.store.append_audit(event).await {
+        tracing::error!(key_id = %key_id, %error, "cannot append the audit event");
+    }
+    true
+}
+
+/// Deletes audit events older than the retention, at start and then every `interval` (an
+/// hour), in batches, by the sweeper's clock.
+async fn audit_loop(
+    state: web::Data<ApiState>,
+    clock: Clock,
+    retention: Duration,
+    interval: Duration,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let retention_secs = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
+    loop {
+        ticker.tick().await;
+        let before = clock().plus_secs(-retention_secs);
+        let mut purged = 0;
+        loop {
+            match state
+                .store
+                .purge_audit_before(before, AUDIT_PURGE_BATCH)
+                .await
+            {
+                Ok(n) => {
+                    purged += n;
+                    if n < AUDIT_PURGE_BATCH as usize {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot purge old audit events");
+                    break;
+                }
+            }
+        }
+        if purged > 0 {
+            tracing::info!(purged, "deleted audit events past their retention");
+        }
+    }
 }
 
 /// Forgets nonces whose request timestamps have left the skew window, by the same clock the

@@ -22,13 +22,23 @@
 //! [database]
 //! url = "sqlite://kms-connector.db" # default: kms-connector.db next to this file
 //!
+//! [audit]
+//! retention_days = 180              # older events are purged hourly; 0 keeps everything
+//!
 //! [root_key]                        # software instances
 //! file = "root.key"
+//! # previous = [{ file = "old-root.key" }]   # during a root key rotation
 //!
 //! [[access_keys]]
 //! access_key_id = "LTAI5tExampleAccessKey"
 //! secret = { file = "secrets/ak.secret" }
 //! principal = "acs:ram::1234567890123456:root"
+//!
+//! [[access_keys]]                   # a crypto-only key
+//! access_key_id = "LTAI5tExampleAppKey"
+//! secret = { env = "APP_AK_SECRET" }
+//! principal = "acs:ram::1234567890123456:user/app"
+//! policy = '{"Version":"1","Statement":[{"Effect":"Allow","Action":["kms:Encrypt","kms:Decrypt"],"Resource":["acs:kms:cn-hangzhou:1234567890123456:key/*"]}]}'
 //!
 //! [[instances]]
 //! id = "kst-hzz68d1fd85abcdefghij"
@@ -44,7 +54,9 @@ pub use schemas::config::SecretRef;
 use serde::Deserialize;
 
 use crate::api::auth::Principal;
+use crate::api::policy::IdentityPolicy;
 use crate::backend::external::ExternalInstanceConfig;
+use crate::backend::software::RootKey;
 use crate::ids::InstanceId;
 use crate::store::InstanceKind;
 
@@ -69,6 +81,9 @@ pub struct Config {
     /// The root key sealing software keys.
     #[serde(default)]
     pub root_key: Option<RootKeyConfig>,
+    /// The audit trail.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// AccessKey pairs that may call the OpenAPI.
     #[serde(default)]
     pub access_keys: Vec<AccessKeyConfig>,
@@ -120,9 +135,14 @@ pub struct KmsConfig {
     /// Requests per second per account before `Rejected.Throttling`.
     #[serde(default = "default_qps")]
     pub qps: u32,
-    /// How often keys whose deletion window ended are deleted, seconds.
+    /// How often keys whose deletion window ended are deleted, and keys whose rotation is due
+    /// rotated, seconds.
     #[serde(default = "default_sweep")]
     pub deletion_sweep_secs: u64,
+    /// Host names (optionally `:port`) this server answers to: an ACS3 request signed for
+    /// another host is refused. Empty (the default): any host.
+    #[serde(default)]
+    pub expected_hosts: Vec<String>,
 }
 
 fn default_skew() -> u64 {
@@ -142,9 +162,49 @@ pub struct DatabaseConfig {
     /// `sqlite://<path>` or `postgres://…`; default `sqlite://<config dir>/kms-connector.db`.
     #[serde(default)]
     pub url: Option<String>,
+    /// The longest one database call may take before the request fails with the retryable
+    /// `ServiceUnavailableTemporary` (a locked or stalled database), milliseconds; 1–30000,
+    /// default 1000.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
 }
 
-/// Where the root key of software instances is read from (exactly one).
+impl DatabaseConfig {
+    /// The store's options.
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            operation_timeout: self.timeout_ms.map_or(
+                crate::store::DEFAULT_OPERATION_TIMEOUT,
+                std::time::Duration::from_millis,
+            ),
+            ..crate::store::StoreOptions::default()
+        }
+    }
+}
+
+/// The audit trail.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Events older than this many days are deleted (hourly); 0 keeps them forever.
+    #[serde(default = "default_retention")]
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: default_retention(),
+        }
+    }
+}
+
+fn default_retention() -> u32 {
+    180
+}
+
+/// Where the root key of software instances is read from (exactly one of `file` and `env`),
+/// and the previous root keys still needed to unseal rows sealed before a rotation.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RootKeyConfig {
@@ -154,6 +214,59 @@ pub struct RootKeyConfig {
     /// Environment variable holding the root key.
     #[serde(default)]
     pub env: Option<String>,
+    /// Root keys that sealed rows before the current one (until `kms-connector root-key
+    /// rotate` has re-sealed every row under the current key).
+    #[serde(default)]
+    pub previous: Vec<RootKeySource>,
+}
+
+/// One root key's source (exactly one of `file` and `env`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootKeySource {
+    /// File holding the root key.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// Environment variable holding the root key.
+    #[serde(default)]
+    pub env: Option<String>,
+}
+
+impl RootKeyConfig {
+    /// Reads the current and the previous root keys.
+    pub fn load(&self) -> Result<(RootKey, Vec<RootKey>), ConfigError> {
+        let current = load_root_key(self.file.as_deref(), self.env.as_deref(), "root_key")?;
+        let previous = self
+            .previous
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                load_root_key(
+                    p.file.as_deref(),
+                    p.env.as_deref(),
+                    &format!("root_key.previous[{i}]"),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((current, previous))
+    }
+}
+
+fn load_root_key(
+    file: Option<&Path>,
+    env: Option<&str>,
+    what: &str,
+) -> Result<RootKey, ConfigError> {
+    let loaded = match (file, env) {
+        (Some(path), None) => RootKey::from_file(path),
+        (None, Some(var)) => RootKey::from_env(var),
+        _ => {
+            return Err(ConfigError::Invalid(format!(
+                "{what}: give exactly one of file or env"
+            )));
+        }
+    };
+    loaded.map_err(|e| ConfigError::Secret(format!("{what}: {e}")))
 }
 
 /// One AccessKey pair and the principal it authenticates.
@@ -166,6 +279,36 @@ pub struct AccessKeyConfig {
     pub secret: SecretRef,
     /// `acs:ram::<account>:root`, `acs:ram::<account>:user/<name>` or `…:role/<name>`.
     pub principal: String,
+    /// Identity policy (RAM statement grammar, JSON) limiting what this key may do, inline.
+    /// Without one, the account root may do everything and other principals everything but
+    /// connect or disconnect instances; key policies apply on top either way.
+    #[serde(default)]
+    pub policy: Option<String>,
+    /// The identity policy, from a file (instead of `policy`).
+    #[serde(default)]
+    pub policy_file: Option<PathBuf>,
+}
+
+impl AccessKeyConfig {
+    /// The identity policy text, when one is configured.
+    pub fn policy_text(&self) -> Result<Option<String>, ConfigError> {
+        match (&self.policy, &self.policy_file) {
+            (Some(text), None) => Ok(Some(text.clone())),
+            (None, Some(path)) => {
+                std::fs::read_to_string(path)
+                    .map(Some)
+                    .map_err(|source| ConfigError::Read {
+                        path: path.clone(),
+                        source,
+                    })
+            }
+            (None, None) => Ok(None),
+            (Some(_), Some(_)) => Err(ConfigError::Invalid(format!(
+                "access_keys {}: give policy or policy_file, not both",
+                self.access_key_id
+            ))),
+        }
+    }
 }
 
 /// A KMS instance.
@@ -266,12 +409,20 @@ impl Config {
             fix(&mut tls.cert_file);
             fix(&mut tls.key_file);
         }
-        if let Some(file) = self.root_key.as_mut().and_then(|r| r.file.as_mut()) {
-            fix(file);
+        if let Some(root) = self.root_key.as_mut() {
+            root.file.iter_mut().for_each(fix);
+            root.previous
+                .iter_mut()
+                .filter_map(|p| p.file.as_mut())
+                .for_each(fix);
         }
         self.access_keys
             .iter_mut()
             .filter_map(|a| a.secret.file.as_mut())
+            .for_each(fix);
+        self.access_keys
+            .iter_mut()
+            .filter_map(|a| a.policy_file.as_mut())
             .for_each(fix);
         self.database.url = Some(database_url(self.database.url.as_deref(), &base));
         self.base_dir = base;
@@ -319,12 +470,32 @@ impl Config {
         if kms.deletion_sweep_secs == 0 {
             return invalid("kms.deletion_sweep_secs must be positive".into());
         }
+        if let Err(reason) = schemas::http::ExpectedHosts::new(&kms.expected_hosts) {
+            return invalid(format!("kms.expected_hosts: {reason}"));
+        }
+        if self.audit.retention_days > 36_600 {
+            return invalid("audit.retention_days must be 0 (forever) to 36600".into());
+        }
+        if let Some(ms) = self.database.timeout_ms
+            && !(1..=30_000).contains(&ms)
+        {
+            return invalid("database.timeout_ms must be 1–30000".into());
+        }
         self.check_access_keys()?;
         self.check_instances()?;
-        if let Some(root) = &self.root_key
-            && root.file.is_some() == root.env.is_some()
-        {
-            return invalid("root_key: give exactly one of file or env".into());
+        if let Some(root) = &self.root_key {
+            if root.file.is_some() == root.env.is_some() {
+                return invalid("root_key: give exactly one of file or env".into());
+            }
+            if let Some(i) = root
+                .previous
+                .iter()
+                .position(|p| p.file.is_some() == p.env.is_some())
+            {
+                return invalid(format!(
+                    "root_key.previous[{i}]: give exactly one of file or env"
+                ));
+            }
         }
         Ok(())
     }
@@ -356,6 +527,16 @@ impl Config {
             Principal::parse(&key.principal).map_err(|reason| {
                 ConfigError::Invalid(format!("access_keys {id}: principal {reason}"))
             })?;
+            if key.policy.is_some() && key.policy_file.is_some() {
+                return Err(ConfigError::Invalid(format!(
+                    "access_keys {id}: give policy or policy_file, not both"
+                )));
+            }
+            if let Some(text) = &key.policy {
+                IdentityPolicy::parse(text).map_err(|reason| {
+                    ConfigError::Invalid(format!("access_keys {id}: policy: {reason}"))
+                })?;
+            }
         }
         Ok(())
     }

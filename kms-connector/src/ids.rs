@@ -201,6 +201,28 @@ pub enum KeyRef {
     Id(KeyId),
     /// An alias.
     Alias(AliasName),
+    /// Text shaped like a key id that no key here can have (another format, upper case):
+    /// "not found", as Alibaba answers it, rather than a parameter error.
+    Absent,
+}
+
+/// Longest text that is answered "not found" rather than "invalid" as a key id.
+const MAX_PLAUSIBLE_KEY_ID: usize = 128;
+
+/// A key id, or [`KeyRef::Absent`] for 1–128 of `[A-Za-z0-9_-]` that is none.
+fn id_ref(text: &str) -> Result<KeyRef, InvalidId> {
+    match KeyId::parse(text) {
+        Ok(id) => Ok(KeyRef::Id(id)),
+        Err(_)
+            if (1..=MAX_PLAUSIBLE_KEY_ID).contains(&text.len())
+                && text
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_')) =>
+        {
+            Ok(KeyRef::Absent)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// `acs:kms:<region>:<account>:key/<id>` or `…:alias/<name>`.
@@ -226,7 +248,7 @@ impl KeyRef {
                 return Err(InvalidId("The specified parameter KeyId is not valid."));
             };
             let target = if let Some(id) = resource.strip_prefix("key/") {
-                Self::Id(KeyId::parse(id)?)
+                id_ref(id)?
             } else if resource.starts_with("alias/") {
                 Self::Alias(AliasName::parse(resource)?)
             } else {
@@ -237,7 +259,7 @@ impl KeyRef {
         if text.starts_with("alias/") {
             return Ok((Self::Alias(AliasName::parse(text)?), None));
         }
-        Ok((Self::Id(KeyId::parse(text)?), None))
+        Ok((id_ref(text)?, None))
     }
 }
 
@@ -355,6 +377,17 @@ mod tests {
             KeyRef::Alias(_)
         ));
         assert!(KeyRef::parse("acs:kms:cn-hangzhou:123:secret/x").is_err());
+        for absent in [
+            "KEY-UPPER",
+            "key-hzz",
+            "x",
+            "acs:kms:cn-hangzhou:1:key/Other_Format",
+        ] {
+            assert_eq!(KeyRef::parse(absent).unwrap().0, KeyRef::Absent, "{absent}");
+        }
+        for impossible in ["", "a b", "key/x", &"k".repeat(129)] {
+            assert!(KeyRef::parse(impossible).is_err(), "{impossible:?}");
+        }
         let key = KeyId::parse("key-hzz62f1cb66fi1p7n4slk").unwrap();
         assert_eq!(
             key_arn("cn-hangzhou", "1", &key),

@@ -1,18 +1,27 @@
 //! The instance registry: `kst-…` → the backend serving it, built from the configuration and
-//! mirrored into the store (the `instances` table follows every connection state change, so
-//! the CLI and other replicas see it).
+//! mirrored into the store.
+//!
+//! The stored row is the connection state every replica shares. An operator's connect or
+//! disconnect is written there first (unconditionally: it is the intent); each replica
+//! follows the row within one health interval (connecting or disconnecting itself), and writes
+//! back what its own health checks observe only while the row still says the operator wants
+//! the connection up (`Store::observe_instance_connection`), so that no observation undoes a
+//! disconnect made on another replica.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::backend::software::{RootKey, SoftwareBackend};
 use crate::backend::{ConnectionError, InstanceStatus, KeyBackend};
 use crate::config::{Config, ConfigError, InstanceConfig};
-use crate::store::{Instance, InstanceKind, NewInstance, Store, StoreError, UnixMillis};
+use crate::store::{
+    ConnectionState, Instance, InstanceKind, NewInstance, Store, StoreError, UnixMillis,
+};
 
 /// A background task of an instance (health checks, state persistence).
 pub type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -35,6 +44,10 @@ pub trait InstanceControl: Send + Sync + 'static {
     /// The periodic health checks, to be spawned while serving.
     fn health_checks(&self) -> Option<Task> {
         None
+    }
+    /// How often the health checks run (and so how often the stored state is followed).
+    fn health_interval(&self) -> Duration {
+        Duration::from_secs(10)
     }
 }
 
@@ -172,7 +185,8 @@ impl Instances {
         self.store.get_instance(id).await
     }
 
-    /// Connects an instance that has a connection; `None` if it has none.
+    /// Connects an instance that has a connection; `None` if it has none. The intent is
+    /// stored first, so that every replica follows it.
     pub async fn connect(
         &self,
         handle: &InstanceHandle,
@@ -180,12 +194,21 @@ impl Instances {
         let Some(control) = &handle.control else {
             return Ok(None);
         };
+        self.store
+            .update_instance_connection(
+                &handle.id,
+                ConnectionState::Connecting,
+                None,
+                UnixMillis::now(),
+            )
+            .await?;
         let status = control.connect().await;
-        self.record(handle, status).await?;
+        self.observe(handle, status).await?;
         Ok(Some(status))
     }
 
-    /// Disconnects an instance that has a connection; `None` if it has none.
+    /// Disconnects an instance that has a connection; `None` if it has none. The intent is
+    /// stored first, so that every replica follows it.
     pub async fn disconnect(
         &self,
         handle: &InstanceHandle,
@@ -193,13 +216,19 @@ impl Instances {
         let Some(control) = &handle.control else {
             return Ok(None);
         };
-        let status = control.disconnect().await;
-        self.record(handle, status).await?;
-        Ok(Some(status))
+        self.store
+            .update_instance_connection(
+                &handle.id,
+                ConnectionState::Disconnected,
+                None,
+                UnixMillis::now(),
+            )
+            .await?;
+        Ok(Some(control.disconnect().await))
     }
 
-    /// The tasks to run while serving: each controllable instance's health checks, and a
-    /// watcher that stores every connection state change (the store row follows the backend).
+    /// The tasks to run while serving, per controllable instance: its health checks, a watcher
+    /// that stores what they observe, and a follower of the stored (shared) state.
     pub fn background_tasks(self: &Arc<Self>) -> Vec<Task> {
         let mut tasks: Vec<Task> = Vec::new();
         for handle in self.by_id.values() {
@@ -215,35 +244,81 @@ impl Instances {
                 tasks.push(Box::pin(async move {
                     while changes.changed().await.is_ok() {
                         let status = *changes.borrow_and_update();
-                        if let Err(error) = registry.record(&handle, status).await {
+                        if let Err(error) = registry.observe(&handle, status).await {
                             tracing::warn!(instance = %handle.id, %error, "cannot record the instance state");
                         }
                     }
                 }));
             }
+            let registry = Arc::clone(self);
+            let handle = Arc::clone(handle);
+            let interval = control.health_interval();
+            tasks.push(Box::pin(async move {
+                let mut ticker = tokio::time::interval(interval);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticker.tick().await;
+                    if let Err(error) = registry.follow(&handle).await {
+                        tracing::warn!(instance = %handle.id, %error, "cannot read the stored instance state");
+                    }
+                }
+            }));
         }
         tasks
     }
 
-    /// Stores `status` when it differs from the row.
-    async fn record(
+    /// Brings this replica's connection in line with the stored intent: connects if another
+    /// replica connected, disconnects if another disconnected.
+    pub async fn follow(&self, handle: &InstanceHandle) -> Result<(), StoreError> {
+        let Some(control) = &handle.control else {
+            return Ok(());
+        };
+        let row = self.store.get_instance(&handle.id).await?;
+        let local = handle.backend.status().state;
+        let local_up = local.wanted_up();
+        match (row.connection_state.wanted_up(), local_up) {
+            (true, false) => {
+                tracing::info!(instance = %handle.id, "connecting: the instance was connected on another replica");
+                let status = control.connect().await;
+                self.observe(handle, status).await?;
+            }
+            (false, true) => {
+                tracing::info!(instance = %handle.id, state = %row.connection_state, "disconnecting: the instance was disconnected on another replica");
+                control.restore(InstanceStatus {
+                    state: row.connection_state,
+                    error: None,
+                });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Stores what this replica observed of a connection (`Connected`, `Error`), unless the
+    /// stored intent is down; other states are intents, stored by connect and disconnect.
+    async fn observe(
         &self,
         handle: &InstanceHandle,
         status: InstanceStatus,
     ) -> Result<(), StoreError> {
-        let row = self.store.get_instance(&handle.id).await?;
+        if !matches!(
+            status.state,
+            ConnectionState::Connected | ConnectionState::Error
+        ) {
+            return Ok(());
+        }
         let code = status.error.map(|e| e.as_str().to_owned());
-        if row.connection_state != status.state || row.connection_error_code != code {
-            tracing::info!(
+        let changed = self
+            .store
+            .observe_instance_connection(&handle.id, status.state, code.clone(), UnixMillis::now())
+            .await?;
+        if changed {
+            tracing::debug!(
                 instance = %handle.id,
-                from = row.connection_state.as_str(),
-                to = status.state.as_str(),
+                state = status.state.as_str(),
                 error_code = code.as_deref().unwrap_or(""),
-                "instance connection state changed"
+                "stored the observed instance state"
             );
-            self.store
-                .update_instance_connection(&handle.id, status.state, code, UnixMillis::now())
-                .await?;
         }
         Ok(())
     }
@@ -259,7 +334,11 @@ fn build_backend(
     match kind {
         // Each software instance reads the root key from its source (`RootKey` offers no copy).
         InstanceKind::Software => {
-            Ok((Arc::new(SoftwareBackend::new(load_root_key(config)?)), None))
+            let (current, previous) = load_root_key(config)?;
+            Ok((
+                Arc::new(SoftwareBackend::with_previous(current, previous)),
+                None,
+            ))
         }
         InstanceKind::External => external::build(config, instance),
         InstanceKind::Hardware => Err(ConfigError::Invalid(format!(
@@ -269,15 +348,12 @@ fn build_backend(
     }
 }
 
-fn load_root_key(config: &Config) -> Result<RootKey, ConfigError> {
-    let missing = || ConfigError::Invalid("software instances need a [root_key]".into());
-    let root = config.root_key.as_ref().ok_or_else(missing)?;
-    let loaded = match (&root.file, &root.env) {
-        (Some(path), None) => RootKey::from_file(path),
-        (None, Some(var)) => RootKey::from_env(var),
-        _ => return Err(missing()),
-    };
-    loaded.map_err(|e| ConfigError::Secret(format!("root key: {e}")))
+fn load_root_key(config: &Config) -> Result<(RootKey, Vec<RootKey>), ConfigError> {
+    config
+        .root_key
+        .as_ref()
+        .ok_or_else(|| ConfigError::Invalid("software instances need a [root_key]".into()))?
+        .load()
 }
 
 /// Non-secret settings as the store keeps them (`spec`): the external table as JSON (it holds
@@ -400,6 +476,10 @@ mod external {
 
         fn health_checks(&self) -> Option<Task> {
             Some(Box::pin(self.0.health_checks()))
+        }
+
+        fn health_interval(&self) -> std::time::Duration {
+            self.0.health_interval()
         }
     }
 

@@ -8,4 +8,6 @@ pub mod config;
 pub mod context;
 pub mod ids;
 pub mod instances;
+pub mod root_key;
+pub mod rotation;
 pub mod store;

@@ -1,5 +1,6 @@
-//! `kms-connector`: serve the KMS OpenAPI, check a configuration, and inspect instances, keys
-//! and the audit trail. `keys` and `audit` read the store directly; `instances connect` and
+//! `kms-connector`: serve the KMS OpenAPI, check a configuration, inspect instances, keys and
+//! the audit trail, and rotate the root key. `keys`, `audit` and `root-key` work on the store
+//! directly; `instances connect` and
 //! `disconnect` ask the running server (a signed OpenAPI call with a configured AccessKey), since
 //! the connection lives in its memory.
 
@@ -36,6 +37,11 @@ enum Command {
     Instances {
         #[command(subcommand)]
         command: InstancesCommand,
+    },
+    /// The root key that seals software key material.
+    RootKey {
+        #[command(subcommand)]
+        command: RootKeyCommand,
     },
     /// Keys (read from the store).
     Keys {
@@ -100,6 +106,20 @@ enum InstancesCommand {
 }
 
 #[derive(Subcommand)]
+enum RootKeyCommand {
+    /// How many sealed software key rows each root key id seals.
+    Status,
+    /// Re-seal every software key row under the current `[root_key]` (rows sealed under a
+    /// `[[root_key.previous]]` key); no key's material changes. Resumable: run it again after
+    /// an interruption. Exits non-zero while rows remain that no configured key unseals.
+    Rotate {
+        /// Stop after this many re-sealed rows (run again to continue).
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
 enum KeysCommand {
     /// Keys of the configured account and region.
     List {
@@ -139,6 +159,54 @@ fn main() -> Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(offline(other, config))
+        }
+    }
+}
+
+async fn root_key(command: RootKeyCommand, store: &Store, config: &Config) -> Result<()> {
+    use kms_connector::backend::software::SoftwareBackend;
+    let root = config
+        .root_key
+        .as_ref()
+        .ok_or_else(|| anyhow!("the configuration has no [root_key]"))?;
+    let (current, previous) = root.load()?;
+    let backend = SoftwareBackend::with_previous(current, previous);
+    let current_id = backend.root_key_id();
+    match command {
+        RootKeyCommand::Status => {
+            let known = backend.known_root_key_ids();
+            for (id, rows) in kms_connector::root_key::census(store).await? {
+                let role = if id == current_id {
+                    "current"
+                } else if known.contains(&id) {
+                    "previous (configured)"
+                } else {
+                    "NOT CONFIGURED"
+                };
+                println!("{id}  {rows:>8} rows  {role}");
+            }
+            Ok(())
+        }
+        RootKeyCommand::Rotate { limit } => {
+            let report = kms_connector::root_key::rotate(store, &backend, limit).await?;
+            println!(
+                "root key {current_id}: {} rows re-sealed, {} already current{}",
+                report.resealed,
+                report.current,
+                if report.stopped_early {
+                    " (stopped at --limit; run again to continue)"
+                } else {
+                    ""
+                }
+            );
+            if !report.failed.is_empty() {
+                bail!(
+                    "{} rows are sealed under a root key that is not configured (add it to [[root_key.previous]]): {}",
+                    report.failed.len(),
+                    report.failed.join(", ")
+                );
+            }
+            Ok(())
         }
     }
 }
@@ -198,12 +266,7 @@ fn check_config(path: &Path, config: &Config) -> Result<()> {
         }
     }
     if let Some(root) = &config.root_key {
-        let loaded = match (&root.file, &root.env) {
-            (Some(file), _) => kms_connector::backend::software::RootKey::from_file(file),
-            (None, Some(var)) => kms_connector::backend::software::RootKey::from_env(var),
-            (None, None) => bail!("root_key needs file or env"),
-        };
-        loaded.context("root_key")?;
+        root.load()?;
     }
     println!("configuration {} is valid", path.display());
     println!("  http listener      http://{}", config.server.listen);
@@ -253,6 +316,7 @@ async fn offline(command: Command, config: Config) -> Result<()> {
         .context("opening the store")?;
     match command {
         Command::Instances { command } => instances(command, &store, &config).await,
+        Command::RootKey { command } => root_key(command, &store, &config).await,
         Command::Keys { command } => keys(command, &store, &config).await,
         Command::Audit {
             key_id,
@@ -410,7 +474,7 @@ async fn keys(command: KeysCommand, store: &Store, config: &Config) -> Result<()
                         vec![
                             k.key_id.clone(),
                             k.key_state.as_str().to_owned(),
-                            k.key_spec.clone(),
+                            k.key_spec.to_string(),
                             k.instance_id.clone(),
                             kms_connector::api::iso8601(k.created_at),
                             k.description.chars().take(40).collect(),

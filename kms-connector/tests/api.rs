@@ -24,6 +24,7 @@ pub async fn instance_suite(app: &TestApp, fx: &Fixture) {
     metadata_and_lifecycle(app, fx).await;
     state_matrix(app, fx).await;
     crypto::crypto(app, fx).await;
+    crypto::context_binding(app, fx).await;
     crypto::data_keys(app, fx).await;
     crypto::re_encrypt(app, fx).await;
     crypto::dry_run(app, fx).await;
@@ -179,6 +180,46 @@ async fn metadata_and_lifecycle(app: &TestApp, fx: &Fixture) {
         .map(|k| s(&k["KeyId"]))
         .collect();
     assert!(ids.contains(&id.as_str()), "{listed}");
+    if !fx.versions {
+        // Seed 000: the versions of external keys live in the external key manager.
+        let version = s(&meta["PrimaryKeyVersion"]).to_owned();
+        for (action, params) in [
+            ("ListKeyVersions", vec![("KeyId", id.as_str())]),
+            (
+                "DescribeKeyVersion",
+                vec![("KeyId", id.as_str()), ("KeyVersionId", version.as_str())],
+            ),
+        ] {
+            c.call(action, &params)
+                .await
+                .expect("UnsupportedOperation", 400);
+        }
+        // Nor do they rotate (seeds 000/004).
+        c.call("CreateKeyVersion", &[("KeyId", id.as_str())])
+            .await
+            .expect("UnsupportedOperation", 400);
+        c.call(
+            "UpdateRotationPolicy",
+            &[
+                ("KeyId", id.as_str()),
+                ("EnableAutomaticRotation", "true"),
+                ("RotationInterval", "30d"),
+            ],
+        )
+        .await
+        .expect("Rejected.UnsupportedOperation", 400);
+        let extra = (fx.extra)().await;
+        let mut params: Vec<(&str, &str)> = vec![
+            ("DKMSInstanceId", &fx.instance_id),
+            ("EnableAutomaticRotation", "true"),
+            ("RotationInterval", "30d"),
+        ];
+        params.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        c.call("CreateKey", &params)
+            .await
+            .expect("Rejected.UnsupportedOperation", 400);
+        return;
+    }
     let versions = c.ok("ListKeyVersions", &[("KeyId", &id)]).await;
     assert_eq!(versions["TotalCount"], 1);
     let version = s(&versions["KeyVersions"]["KeyVersion"][0]["KeyVersionId"]).to_owned();

@@ -362,3 +362,49 @@ async fn the_binary_logs_json_requests_without_plaintext() {
     assert_eq!(seen[3]["request_id"], refused.body["RequestId"]);
     assert_eq!(seen[3]["http_status"], 404);
 }
+
+/// Issue: the audit table grew forever. Events older than `audit.retention_days` (default 180)
+/// are purged by a background task: moving the server's clock past the window empties the
+/// trail of the old events, and new ones are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_audit_events_are_purged() {
+    let app = TestApp::start().await;
+    let c = app.root();
+    for _ in 0..3 {
+        c.ok("ListKeys", &[]).await;
+    }
+    let store = Store::open(&format!(
+        "sqlite://{}",
+        app.dir.path().join("kms.db").display()
+    ))
+    .await
+    .unwrap();
+    let listed = |store: Store| async move {
+        store
+            .query_audit(AuditQuery {
+                action: Some("ListKeys".into()),
+                ..AuditQuery::default()
+            })
+            .await
+            .unwrap()
+            .len()
+    };
+    assert_eq!(listed(store.clone()).await, 3);
+    app.clock_offset
+        .fetch_add(181 * 86_400, std::sync::atomic::Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while listed(store.clone()).await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "old events were not purged"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Back to the real clock: a fresh event is within the retention and stays through
+    // several purges.
+    app.clock_offset
+        .fetch_sub(181 * 86_400, std::sync::atomic::Ordering::SeqCst);
+    c.ok("ListKeys", &[]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(listed(store).await, 1, "recent events are kept");
+}

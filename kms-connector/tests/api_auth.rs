@@ -214,3 +214,37 @@ async fn https_listener_serves_the_same_api() {
         assert_eq!(dec["Plaintext"], "over TLS");
     }
 }
+
+/// `kms.expected_hosts`: an ACS3 request signed for another host is refused (the signature
+/// covers `host`, so a request captured for one endpoint cannot be replayed to this one);
+/// the HMAC-SHA1 RPC signature signs no host and is not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acs3_requests_must_be_signed_for_an_expected_host() {
+    let app = TestApp::start_with(harness::Setup {
+        kms_toml: "expected_hosts = [\"127.0.0.1\", \"kms.example.com\"]".into(),
+        ..harness::Setup::default()
+    })
+    .await;
+    let c = app.root();
+    c.ok("ListKeys", &[]).await;
+    c.clone()
+        .with_host("kms.example.com:443")
+        .ok("ListKeys", &[])
+        .await;
+    let refused = c
+        .clone()
+        .with_host("evil.example")
+        .call("ListKeys", &[])
+        .await;
+    refused.expect("IncompleteSignature", 400);
+    c.clone()
+        .signing(harness::Signing::RpcPost)
+        .ok("ListKeys", &[])
+        .await;
+    // Without the setting, any host.
+    let open = TestApp::start().await;
+    open.root()
+        .with_host("evil.example")
+        .ok("ListKeys", &[])
+        .await;
+}

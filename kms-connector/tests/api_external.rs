@@ -24,7 +24,16 @@ const EXTERNAL: &str = "kst-hzz68d1fd85external01";
 
 /// A connector with an external instance reaching `proxy`, connected through the API.
 async fn start(proxy: &TestProxy) -> TestApp {
+    start_with(proxy, Setup::default(), None).await
+}
+
+/// [`start`] with more settings and, optionally, another health interval.
+async fn start_with(proxy: &TestProxy, setup: Setup, health_interval_secs: Option<u64>) -> TestApp {
     let mut config = proxy.instance_config();
+    if health_interval_secs.is_some() {
+        config.health_interval_secs = health_interval_secs;
+        config.timeout_ms = Some(1000);
+    }
     config.secret.as_mut().unwrap().file = Some(proxy.dir().join("xki-secret"));
     config.ca_file = Some(proxy.dir().join("ca.pem"));
     let mut instance = toml::Table::new();
@@ -35,10 +44,10 @@ async fn start(proxy: &TestProxy) -> TestApp {
     let instance = toml::Value::Table(instance);
     let mut root = toml::Table::new();
     root.insert("instances".into(), toml::Value::Array(vec![instance]));
-    let extra_toml = format!("\n{}", toml::to_string(&root).unwrap());
+    let extra_toml = format!("\n{}{}", setup.extra_toml, toml::to_string(&root).unwrap());
     let app = TestApp::start_with(Setup {
         extra_toml,
-        ..Setup::default()
+        ..setup
     })
     .await;
     let answer = app
@@ -58,6 +67,7 @@ fn fixture() -> Fixture {
                 vec![("ExternalKeyId".to_owned(), id.as_str().to_owned())]
             })
         }),
+        versions: false,
     }
 }
 
@@ -201,4 +211,162 @@ async fn external_key_ids_connections_and_key_states() {
         .await;
     assert_eq!(stored_state(&app).await, ConnectionState::Connected);
     c.ok("Decrypt", &[("CiphertextBlob", &blob)]).await;
+}
+
+const CREATOR: &str = "LTAI5tKeyCreatorOnly1";
+
+/// Issue: one CreateKey with `ExternalKeyId=..` by a user allowed only to create keys took the
+/// external instance to `Error` and every external key offline. A hundred malformed or unknown
+/// External Key IDs leave it `Connected`, and the root's encryptions on another external key
+/// all succeed meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_create_keys_by_a_low_privilege_user_leave_the_instance_connected() {
+    xki::isolated_env();
+    let proxy = TestProxy::start().await;
+    let setup = Setup {
+        access_keys: vec![(
+            CREATOR.into(),
+            format!("acs:ram::{}:user/creator", suite::harness::ACCOUNT),
+            Some(
+                r#"{"Version":"1","Statement":[{"Effect":"Allow","Action":["kms:CreateKey"],"Resource":"*"}]}"#
+                    .into(),
+            ),
+        )],
+        ..Setup::default()
+    };
+    let app = start_with(&proxy, setup, None).await;
+    let root = app.root();
+    let external_key = create_key("low-privilege", BOTH).await;
+    let key = root
+        .ok(
+            "CreateKey",
+            &[
+                ("DKMSInstanceId", EXTERNAL),
+                ("ExternalKeyId", external_key.as_str()),
+            ],
+        )
+        .await["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let creator = app.client_for(CREATOR);
+    let long = "x".repeat(129);
+    let hostile = [
+        "..",
+        ".",
+        "%2e%2e",
+        ".%2E",
+        "../health",
+        "a/b",
+        "..%2Fhealth",
+        long.as_str(),
+        "",
+        "no-such-external-key",
+        "...",
+        "-",
+        "_.",
+    ];
+    let mut refused = 0;
+    for i in 0..100 {
+        let id = hostile[i % hostile.len()];
+        let reply = creator
+            .call(
+                "CreateKey",
+                &[("DKMSInstanceId", EXTERNAL), ("ExternalKeyId", id)],
+            )
+            .await;
+        assert_ne!(reply.status, 200, "{id:?}: {}", reply.body);
+        assert!(
+            matches!(reply.code(), "InvalidParameter" | "MissingParameter"),
+            "{id:?}: {}",
+            reply.body
+        );
+        refused += 1;
+        let encrypted = root
+            .call("Encrypt", &[("KeyId", &key), ("Plaintext", "root's data")])
+            .await;
+        assert_eq!(encrypted.status, 200, "after {id:?}: {}", encrypted.body);
+    }
+    assert_eq!(refused, 100);
+    let got = root
+        .ok("GetKmsInstance", &[("KmsInstanceId", EXTERNAL)])
+        .await;
+    assert_eq!(got["KmsInstance"]["Status"], "Connected", "{got}");
+    assert_eq!(stored_state(&app).await, ConnectionState::Connected);
+}
+
+/// Account members cannot disconnect the HYOK link; the account root can, and a second replica
+/// on the same database follows a disconnect and a connect made on the first one within one
+/// health interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_link_is_managed_by_its_admins_and_shared_by_replicas() {
+    xki::isolated_env();
+    let proxy = TestProxy::start().await;
+    let app = start_with(&proxy, Setup::default(), Some(1)).await;
+    let replica = app.replica().await;
+    let root = app.root();
+    let on_replica = root.clone().at_port(replica.port);
+    let external_key = create_key("replicas", BOTH).await;
+    let key = root
+        .ok(
+            "CreateKey",
+            &[
+                ("DKMSInstanceId", EXTERNAL),
+                ("ExternalKeyId", external_key.as_str()),
+            ],
+        )
+        .await["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The replica read the stored Connected at start.
+    on_replica
+        .ok("Encrypt", &[("KeyId", &key), ("Plaintext", "p")])
+        .await;
+
+    let member = app.client(suite::harness::Who::App);
+    for _ in 0..20 {
+        member
+            .call("DisconnectKmsInstance", &[("KmsInstanceId", EXTERNAL)])
+            .await
+            .expect("Forbidden.NoPermission", 403);
+        root.ok("Encrypt", &[("KeyId", &key), ("Plaintext", "p")])
+            .await;
+    }
+    assert_eq!(stored_state(&app).await, ConnectionState::Connected);
+
+    root.ok("DisconnectKmsInstance", &[("KmsInstanceId", EXTERNAL)])
+        .await;
+    let status = |c: Client| async move {
+        c.ok("GetKmsInstance", &[("KmsInstanceId", EXTERNAL)]).await["KmsInstance"]["Status"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let followed = poll(Duration::from_secs(5), async || {
+        (status(on_replica.clone()).await == "Disconnected").then_some(())
+    })
+    .await;
+    assert!(
+        followed.is_some(),
+        "the replica did not follow the disconnect"
+    );
+    on_replica
+        .call("Encrypt", &[("KeyId", &key), ("Plaintext", "p")])
+        .await
+        .expect("Rejected.Unavailable", 409);
+
+    on_replica
+        .ok("ConnectKmsInstance", &[("KmsInstanceId", EXTERNAL)])
+        .await;
+    let followed = poll(Duration::from_secs(5), async || {
+        (status(root.clone()).await == "Connected").then_some(())
+    })
+    .await;
+    assert!(
+        followed.is_some(),
+        "the first replica did not follow the connect"
+    );
+    root.ok("Encrypt", &[("KeyId", &key), ("Plaintext", "p")])
+        .await;
 }

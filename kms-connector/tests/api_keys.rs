@@ -3,6 +3,9 @@
 //! key versions.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/fixtures.rs"]
+#[allow(dead_code)]
+mod fixtures;
 #[path = "common/api.rs"]
 mod harness;
 
@@ -66,9 +69,9 @@ async fn create_key_rules() {
         (
             vec![
                 ("EnableAutomaticRotation", "true"),
-                ("RotationInterval", "30d"),
+                ("RotationInterval", "3d"),
             ],
-            "Rejected.UnsupportedOperation",
+            "InvalidParameter",
             400,
         ),
         (
@@ -231,9 +234,32 @@ async fn lifecycle_parameters() {
         "GetKeyPolicy",
     ] {
         c.call(action, &[]).await.expect("MissingParameter", 400);
-        c.call(action, &[("KeyId", "KEY-UPPER")])
+        // Shaped like a key id but none: not found, as Alibaba's SDK users branch on.
+        for absent in [
+            "KEY-UPPER",
+            "key-hzz",
+            "08C33A6F-4E0A-4A1B-A3FA-7DDFA1D4ABCD",
+        ] {
+            c.call(action, &[("KeyId", absent)])
+                .await
+                .expect("Forbidden.KeyNotFound", 404);
+            c.call(
+                action,
+                &[(
+                    "KeyId",
+                    &format!("acs:kms:cn-hangzhou:1540355698848:key/{absent}"),
+                )],
+            )
             .await
-            .expect("InvalidParameter", 400);
+            .expect("Forbidden.KeyNotFound", 404);
+        }
+        // Text that can never be a key id.
+        let long = "k".repeat(129);
+        for impossible in ["key id", "key/x", "ключ", long.as_str()] {
+            c.call(action, &[("KeyId", impossible)])
+                .await
+                .expect("InvalidParameter", 400);
+        }
     }
     c.call("ScheduleKeyDeletion", &[("KeyId", &id)])
         .await
@@ -292,4 +318,61 @@ async fn lifecycle_parameters() {
     c.call("ListKeyVersions", &[("KeyId", &id), ("PageSize", "101")])
         .await
         .expect("InvalidParameter", 400);
+}
+
+/// Issue: the deletion sweep took the 100 earliest due keys across all instances, so a backlog
+/// of another replica's instance starved this replica's keys. Each served instance now gets its
+/// own batch: 150 long-due keys of an instance served elsewhere do not stop this one's key from
+/// being deleted, and are left to their own replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deletion_sweep_is_fair_across_instances() {
+    use kms_connector::store::{InstanceKind, KeyState, StateChange, Store};
+    let app = TestApp::start().await;
+    let store = Store::open(&format!(
+        "sqlite://{}",
+        app.dir.path().join("kms.db").display()
+    ))
+    .await
+    .unwrap();
+    let elsewhere = "kst-hzz68d1fd85elsewhere1";
+    store
+        .create_instance(fixtures::instance(elsewhere, InstanceKind::Software))
+        .await
+        .unwrap();
+    for i in 0..150 {
+        let id = format!("key-elsewhere-{i:03}");
+        let at = fixtures::T0;
+        store
+            .create_key(
+                fixtures::new_key(&id, elsewhere, at),
+                fixtures::version(&id, at),
+                vec![],
+                None,
+            )
+            .await
+            .unwrap();
+        store
+            .compare_and_set_state(
+                &id,
+                StateChange {
+                    expected: KeyState::Enabled,
+                    new: KeyState::PendingDeletion,
+                    delete_date: Some(at.plus_secs(fixtures::DAY_SECS)),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let c = app.root();
+    let key = new_key(&c).await;
+    c.ok(
+        "ScheduleKeyDeletion",
+        &[("KeyId", &key), ("PendingWindowInDays", "7")],
+    )
+    .await;
+    app.advance_clock_and_sweep(8 * fixtures::DAY_SECS).await;
+    c.call("DescribeKey", &[("KeyId", &key)])
+        .await
+        .expect("Forbidden.KeyNotFound", 404);
+    assert!(store.get_key("key-elsewhere-000").await.is_ok());
 }

@@ -394,3 +394,199 @@ async fn policy_with_multibyte_action_is_refused() {
     }
     root.ok("ListKeys", &[]).await; // the server is still up
 }
+
+const CRYPTO_ONLY: &str = "LTAI5tCryptoOnlyKey01";
+const READ_ONLY: &str = "LTAI5tReadOnlyKey0001";
+const LINK_ADMIN: &str = "LTAI5tLinkAdminKey001";
+
+fn identity(statements: Value) -> String {
+    json!({"Version": "1", "Statement": statements}).to_string()
+}
+
+/// Identity policies on access keys: a crypto-only, a read-only and an instance-admin key; the
+/// key policy applies on top (deny wins either way); instance connect/disconnect is refused to
+/// account members that hold no grant for it; refusals are 403 and audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_policies_limit_what_an_access_key_may_do() {
+    let keys = format!("acs:kms:{REGION}:{ACCOUNT}:key/*");
+    let app = TestApp::start_with(harness::Setup {
+        access_keys: vec![
+            (
+                CRYPTO_ONLY.into(),
+                format!("acs:ram::{ACCOUNT}:user/crypto"),
+                Some(identity(json!([{"Effect": "Allow",
+                    "Action": ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"],
+                    "Resource": [keys]}]))),
+            ),
+            (
+                READ_ONLY.into(),
+                format!("acs:ram::{ACCOUNT}:user/reader"),
+                Some(identity(json!([{"Effect": "Allow",
+                    "Action": ["kms:Describe*", "kms:List*", "kms:Get*"], "Resource": "*"}]))),
+            ),
+            (
+                LINK_ADMIN.into(),
+                format!("acs:ram::{ACCOUNT}:user/linkadmin"),
+                Some(identity(json!([{"Effect": "Allow",
+                    "Action": ["kms:ConnectKmsInstance", "kms:DisconnectKmsInstance", "kms:GetKmsInstance"],
+                    "Resource": format!("acs:kms:{REGION}:{ACCOUNT}:keystore/*")}]))),
+            ),
+        ],
+        ..harness::Setup::default()
+    })
+    .await;
+    let root = app.root();
+    let visible = root.ok("CreateKey", &[]).await["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let hidden = root.ok("CreateKey", &[]).await["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The hidden key's policy denies the reader DescribeKey and the crypto key Encrypt.
+    let denying = policy(vec![
+        statement("Allow", &format!("acs:ram::{ACCOUNT}:*"), &["kms:*"]),
+        statement(
+            "Deny",
+            &format!("acs:ram::{ACCOUNT}:user/crypto"),
+            &["kms:Encrypt"],
+        ),
+        statement(
+            "Deny",
+            &format!("acs:ram::{ACCOUNT}:user/reader"),
+            &["kms:DescribeKey"],
+        ),
+    ]);
+    root.ok("SetKeyPolicy", &[("KeyId", &hidden), ("Policy", &denying)])
+        .await;
+
+    let forbidden = |reply: harness::Reply| {
+        reply.expect("Forbidden.NoPermission", 403);
+    };
+    let crypto = app.client_for(CRYPTO_ONLY);
+    let blob = crypto
+        .ok("Encrypt", &[("KeyId", &visible), ("Plaintext", "p")])
+        .await["CiphertextBlob"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    crypto.ok("Decrypt", &[("CiphertextBlob", &blob)]).await;
+    forbidden(
+        crypto
+            .call("Encrypt", &[("KeyId", &hidden), ("Plaintext", "p")])
+            .await,
+    );
+    for (action, params) in [
+        ("DescribeKey", vec![("KeyId", visible.as_str())]),
+        ("DisableKey", vec![("KeyId", visible.as_str())]),
+        ("ListKeys", vec![]),
+        ("CreateKey", vec![]),
+        ("ListKmsInstances", vec![]),
+        ("GetKmsInstance", vec![("KmsInstanceId", harness::SOFTWARE)]),
+        (
+            "DisconnectKmsInstance",
+            vec![("KmsInstanceId", harness::SOFTWARE)],
+        ),
+    ] {
+        forbidden(crypto.call(action, &params).await);
+    }
+
+    let reader = app.client_for(READ_ONLY);
+    reader.ok("DescribeKey", &[("KeyId", &visible)]).await;
+    forbidden(reader.call("DescribeKey", &[("KeyId", &hidden)]).await);
+    forbidden(
+        reader
+            .call("Encrypt", &[("KeyId", &visible), ("Plaintext", "p")])
+            .await,
+    );
+    let listed = reader.ok("ListKeys", &[("PageSize", "100")]).await;
+    let ids: Vec<&str> = listed["Keys"]["Key"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["KeyId"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&visible.as_str()), "{listed}");
+    assert!(!ids.contains(&hidden.as_str()), "{listed}");
+    assert_eq!(listed["TotalCount"].as_u64(), Some(ids.len() as u64));
+    let all = root.ok("ListKeys", &[("PageSize", "100")]).await;
+    assert_eq!(all["TotalCount"].as_u64(), Some(ids.len() as u64 + 1));
+    let instances = reader.ok("ListKmsInstances", &[]).await;
+    assert_eq!(instances["TotalCount"], 2, "{instances}");
+
+    let admin = app.client_for(LINK_ADMIN);
+    // Authorized; a software instance just has no link to drive.
+    admin
+        .call(
+            "DisconnectKmsInstance",
+            &[("KmsInstanceId", harness::SOFTWARE)],
+        )
+        .await
+        .expect("Rejected.UnsupportedOperation", 400);
+    admin
+        .ok("GetKmsInstance", &[("KmsInstanceId", harness::SOFTWARE)])
+        .await;
+    forbidden(admin.call("ListKmsInstances", &[]).await);
+    forbidden(
+        admin
+            .call("Encrypt", &[("KeyId", &visible), ("Plaintext", "p")])
+            .await,
+    );
+
+    // Members without an identity policy use keys but do not manage the link.
+    let member = app.client(Who::App);
+    member
+        .ok("Encrypt", &[("KeyId", &visible), ("Plaintext", "p")])
+        .await;
+    member
+        .ok("GetKmsInstance", &[("KmsInstanceId", harness::SOFTWARE)])
+        .await;
+    for action in ["ConnectKmsInstance", "DisconnectKmsInstance"] {
+        forbidden(
+            member
+                .call(action, &[("KmsInstanceId", harness::SOFTWARE)])
+                .await,
+        );
+    }
+    root.call(
+        "DisconnectKmsInstance",
+        &[("KmsInstanceId", harness::SOFTWARE)],
+    )
+    .await
+    .expect("Rejected.UnsupportedOperation", 400);
+
+    // Refusals are audited with their code.
+    let store = kms_connector::store::Store::open(&format!(
+        "sqlite://{}",
+        app.dir.path().join("kms.db").display()
+    ))
+    .await
+    .unwrap();
+    let events = store
+        .query_audit(kms_connector::store::AuditQuery {
+            action: Some("DisconnectKmsInstance".into()),
+            ..kms_connector::store::AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.principal.ends_with("user/app") && e.result == "Forbidden.NoPermission"),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn identity_policies_are_checked_at_start() {
+    let bad = "default_instance = \"kst-hzz68d1fd85software01\"\n[server]\nlisten = \"127.0.0.1:0\"\n[kms]\nregion = \"cn-hangzhou\"\naccount_id = \"1\"\n[[access_keys]]\naccess_key_id = \"AK\"\nsecret = { env = \"X\" }\nprincipal = \"acs:ram::1:user/a\"\npolicy = '{\"Version\":\"1\",\"Statement\":[{\"Effect\":\"Allow\",\"Principal\":{\"RAM\":[\"*\"]},\"Action\":\"kms:*\",\"Resource\":\"*\"}]}'\n";
+    let error = kms_connector::config::Config::from_toml(
+        bad,
+        std::iter::empty(),
+        std::path::Path::new("."),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("access_keys AK: policy"), "{error}");
+}

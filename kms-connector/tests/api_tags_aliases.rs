@@ -491,3 +491,43 @@ async fn list_tag_resources_pages_with_next_token() {
     }
     assert_eq!(seen, tagged);
 }
+
+/// Issue: the 20-tag limit was checked outside the transaction, so concurrent TagResource calls
+/// each saw room and together went past it. Ten callers add three new tags each at once: the
+/// key ends with at most 20, exactly three per accepted call, and the others are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tag_limit_holds_under_concurrent_calls() {
+    let app = TestApp::start().await;
+    let c = app.root();
+    let key = new_key(&c).await;
+    let calls: Vec<_> = (0..10)
+        .map(|i| {
+            let (c, key) = (c.clone(), key.clone());
+            tokio::spawn(async move {
+                let tags = json!([
+                    {"TagKey": format!("t{i}a"), "TagValue": "x"},
+                    {"TagKey": format!("t{i}b"), "TagValue": "x"},
+                    {"TagKey": format!("t{i}c"), "TagValue": "x"},
+                ])
+                .to_string();
+                c.call("TagResource", &[("KeyId", &key), ("Tags", &tags)])
+                    .await
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for call in calls {
+        let reply = call.await.unwrap();
+        if reply.status == 200 {
+            accepted += 1;
+        } else {
+            reply.expect("InvalidParameter", 400);
+            assert!(reply.message().contains("at most 20"), "{}", reply.body);
+        }
+    }
+    let listed = c.ok("ListResourceTags", &[("KeyId", &key)]).await;
+    let count = listed["Tags"]["Tag"].as_array().unwrap().len();
+    assert_eq!(count, 3 * accepted, "{listed}");
+    assert!(count <= 20, "{count} tags");
+    assert_eq!(accepted, 6);
+}

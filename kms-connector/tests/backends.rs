@@ -58,7 +58,7 @@ async fn new_version(
         .new_version(NewVersion {
             key_id: &key_id,
             version_id: &version_id,
-            key_spec: "Aliyun_AES_256",
+            key_spec: schemas::kms::KeySpec::Aes256,
             external_key_id,
             principal: PRINCIPAL,
             request_id: "backends-test",
@@ -592,13 +592,14 @@ async fn external_proxy_down_and_back() {
         *changes.borrow_and_update(),
         error_status(ConnectionError::NotReachable)
     );
+    // A proxy that is down is a transient failure: callers may retry.
     assert!(matches!(
         backend.encrypt(version.ctx(), b"x", b"").await,
-        Err(BackendError::Unavailable(_))
+        Err(BackendError::TemporarilyUnavailable(_))
     ));
     assert!(matches!(
         backend.decrypt(version.ctx(), &before, b"").await,
-        Err(BackendError::Unavailable(_))
+        Err(BackendError::TemporarilyUnavailable(_))
     ));
 
     proxy.restart().await;
@@ -626,7 +627,7 @@ async fn external_crypto_failure_marks_the_instance() {
     let version = new_version(&backend, Some(&key)).await.unwrap();
     proxy.stop().await;
     match backend.encrypt(version.ctx(), b"x", b"").await {
-        Err(BackendError::Unavailable(_)) => {}
+        Err(BackendError::TemporarilyUnavailable(_)) => {}
         other => panic!("encrypt with the proxy stopped: {other:?}"),
     }
     assert_eq!(
@@ -637,7 +638,7 @@ async fn external_crypto_failure_marks_the_instance() {
     assert!(
         matches!(
             backend.encrypt(version.ctx(), b"x", b"").await,
-            Err(BackendError::Unavailable(_))
+            Err(BackendError::TemporarilyUnavailable(_))
         ),
         "still Error until a check passes"
     );

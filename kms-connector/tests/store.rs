@@ -45,6 +45,7 @@ suite!(
     lifecycle::description_protection_rotation,
     lifecycle::key_versions,
     lifecycle::purge_cascades,
+    lifecycle::due_keys_rotate_once_across_replicas,
     metadata::aliases,
     metadata::tags_and_policies,
     metadata::concurrent_tag_writes_lose_nothing,
@@ -100,7 +101,7 @@ async fn open_refuses_bad_urls_and_reports_unreachable_postgres() {
         );
     }
     let options = StoreOptions {
-        connection_timeout: std::time::Duration::from_millis(500),
+        operation_timeout: std::time::Duration::from_millis(500),
         ..StoreOptions::default()
     };
     // Port 1 on loopback: nothing listens there.

@@ -15,7 +15,7 @@ use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
 use time::{Duration, OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
-pub use crate::http::{Credential, CredentialLookup, RequestParts, Secret};
+pub use crate::http::{Credential, CredentialLookup, ExpectedHosts, RequestParts, Secret};
 pub use params::{api_parameters, encode_parameters, percent_encode};
 pub use rpc::{RpcRequest, sign_rpc};
 pub use v3::{Acs3Request, SignedRequest, sign_acs3};
@@ -155,6 +155,9 @@ pub enum AcsSignatureError {
     /// The credential lookup does not know this AccessKey id.
     #[error("unknown AccessKey id {0}")]
     UnknownAccessKey(String),
+    /// ACS3: the request was signed for a host this server does not answer to.
+    #[error("the request is signed for host {0}, which this server does not answer to")]
+    UnexpectedHost(String),
     /// Everything parsed, but the signature is not the one the secret produces.
     #[error("signature does not match")]
     SignatureMismatch,
@@ -187,6 +190,7 @@ impl AcsSignatureError {
             | Self::HeaderNotSigned(_)
             | Self::MissingSignedHeader(_)
             | Self::ContentHashMismatch
+            | Self::UnexpectedHost(_)
             | Self::SignatureMismatch => "IncompleteSignature",
         }
     }
@@ -204,12 +208,14 @@ impl AcsSignatureError {
 #[derive(Debug, Clone)]
 pub struct Verifier {
     max_clock_skew: Duration,
+    expected_hosts: ExpectedHosts,
 }
 
 impl Default for Verifier {
     fn default() -> Self {
         Self {
             max_clock_skew: DEFAULT_MAX_CLOCK_SKEW,
+            expected_hosts: ExpectedHosts::default(),
         }
     }
 }
@@ -224,6 +230,14 @@ impl Verifier {
     #[must_use]
     pub fn with_max_clock_skew(mut self, max_clock_skew: Duration) -> Self {
         self.max_clock_skew = max_clock_skew.abs();
+        self
+    }
+
+    /// Refuses ACS3 requests whose signed `host` is not one of `hosts` (the HMAC-SHA1 RPC
+    /// signature does not sign the host, so it has nothing to check).
+    #[must_use]
+    pub fn with_expected_hosts(mut self, hosts: ExpectedHosts) -> Self {
+        self.expected_hosts = hosts;
         self
     }
 
@@ -259,6 +273,21 @@ impl Verifier {
     where
         C: CredentialLookup,
     {
+        if !self.expected_hosts.is_empty() {
+            let mut hosts = request.header_values("host");
+            match (hosts.next(), hosts.next()) {
+                (Some(host), None) if self.expected_hosts.allows(host) => {}
+                (Some(host), None) => {
+                    return Err(AcsSignatureError::UnexpectedHost(
+                        host.chars()
+                            .take(64)
+                            .filter(char::is_ascii_graphic)
+                            .collect(),
+                    ));
+                }
+                _ => return Err(AcsSignatureError::MissingSignatureField("host")),
+            }
+        }
         v3::verify(request, credentials, now, self.max_clock_skew)
     }
 

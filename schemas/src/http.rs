@@ -275,3 +275,98 @@ mod tests {
         assert_eq!(canonical_path("/a b*%zz"), "/a%20b%2A%25zz");
     }
 }
+
+/// The host names a server answers to, for signatures that sign the `host` header (ACS3,
+/// SigV4): a request signed for another host (`evil.example`) is refused. An entry without a
+/// port matches that name on any port; an entry with one matches exactly. Names compare
+/// case-insensitively. Empty: every host is accepted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExpectedHosts(Vec<String>);
+
+impl ExpectedHosts {
+    /// Checks and keeps the names; the error names the bad one.
+    pub fn new<I, S>(names: I) -> Result<Self, String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut hosts = Vec::new();
+        for name in names {
+            let name = name.as_ref();
+            let ok = !name.is_empty()
+                && name.len() <= 255
+                && name.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+                });
+            if !ok {
+                return Err(format!(
+                    "{name:?} is not a host name, IP address or host:port"
+                ));
+            }
+            hosts.push(name.to_ascii_lowercase());
+        }
+        Ok(Self(hosts))
+    }
+
+    /// Whether no restriction is configured.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether a request's `host` value is one of the names (always, when none is set).
+    pub fn allows(&self, host: &str) -> bool {
+        if self.0.is_empty() {
+            return true;
+        }
+        let host = host.to_ascii_lowercase();
+        let name = strip_port(&host);
+        self.0.iter().any(|expected| {
+            *expected == host || (strip_port(expected) == expected && expected == name)
+        })
+    }
+}
+
+/// `host` without a trailing `:port` (IPv6 literals keep their brackets).
+fn strip_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(i)
+            if !host[i..].contains(']') && (host.starts_with('[') || !host[..i].contains(':')) =>
+        {
+            &host[..i]
+        }
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::*;
+
+    #[test]
+    fn expected_hosts() {
+        let any = ExpectedHosts::default();
+        assert!(any.allows("evil.example"));
+        let hosts = ExpectedHosts::new(["kms.example.com", "127.0.0.1:8080", "[::1]"]).unwrap();
+        for ok in [
+            "kms.example.com",
+            "KMS.example.com:443",
+            "127.0.0.1:8080",
+            "[::1]",
+            "[::1]:9",
+        ] {
+            assert!(hosts.allows(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "kms.example.com.evil",
+            "127.0.0.1",
+            "127.0.0.1:8081",
+            "",
+            "[::2]",
+        ] {
+            assert!(!hosts.allows(bad), "{bad}");
+        }
+        assert!(ExpectedHosts::new(["a b"]).is_err());
+        assert!(ExpectedHosts::new([""]).is_err());
+    }
+}

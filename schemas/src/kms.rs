@@ -1,5 +1,13 @@
-//! Alibaba Cloud KMS OpenAPI 2016-01-20: the error codes (spec `kms-openapi.md` §3.3) and the
-//! error body. The kms-connector maps its internal errors onto [`ErrorCode`] in one place.
+//! Alibaba Cloud KMS OpenAPI 2016-01-20: the error codes (spec `kms-openapi.md` §3.3), the
+//! error body, and the typed key vocabulary (key specs, usages, origins, protection levels,
+//! states, rotation intervals). The kms-connector maps its internal errors onto [`ErrorCode`]
+//! in one place.
+
+mod vocabulary;
+pub use vocabulary::{
+    AsymmetricAlgorithm, InvalidRotationInterval, KeySpec, KeyUsage, Origin, ProtectionLevel,
+    RotationInterval, SigningAlgorithm,
+};
 
 use serde::{Deserialize, Serialize};
 

@@ -186,3 +186,67 @@ def test_mismatched_context_is_refused(connector):
     with pytest.raises(TeaException) as error:
         client.decrypt(tea_models.DecryptRequest(ciphertext_blob=blob, encryption_context={"purpose": "other"}))
     assert error.value.code == "InvalidParameter"
+
+
+def test_versions_and_rotation_with_both_sdks(connector):
+    client = tea(connector)
+    created = client.create_key(
+        tea_models.CreateKeyRequest(
+            dkmsinstance_id=connector.instance,
+            enable_automatic_rotation=True,
+            rotation_interval="30d",
+        )
+    ).body.key_metadata
+    assert (created.automatic_rotation, created.rotation_interval) == ("Enabled", "2592000s")
+    key_id = created.key_id
+    blob = client.encrypt(tea_models.EncryptRequest(key_id=key_id, plaintext="v1")).body.ciphertext_blob
+
+    version = client.create_key_version(tea_models.CreateKeyVersionRequest(key_id=key_id)).body.key_version
+    assert version.key_id == key_id
+    described = client.describe_key(tea_models.DescribeKeyRequest(key_id=key_id)).body.key_metadata
+    assert described.primary_key_version == version.key_version_id
+    encrypted = client.encrypt(tea_models.EncryptRequest(key_id=key_id, plaintext="v2")).body
+    assert encrypted.key_version_id == version.key_version_id
+    assert client.decrypt(tea_models.DecryptRequest(ciphertext_blob=blob)).body.plaintext == "v1"
+
+    listed = client.list_key_versions(tea_models.ListKeyVersionsRequest(key_id=key_id)).body
+    assert listed.total_count == 2
+    assert [v.key_version_id for v in listed.key_versions.key_version][1] == version.key_version_id
+
+    client.update_rotation_policy(
+        tea_models.UpdateRotationPolicyRequest(
+            key_id=key_id, enable_automatic_rotation=True, rotation_interval="7d"
+        )
+    )
+    described = client.describe_key(tea_models.DescribeKeyRequest(key_id=key_id)).body.key_metadata
+    assert described.rotation_interval == "604800s"
+    with pytest.raises(TeaException) as error:
+        client.update_rotation_policy(
+            tea_models.UpdateRotationPolicyRequest(
+                key_id=key_id, enable_automatic_rotation=True, rotation_interval="2d"
+            )
+        )
+    assert error.value.code == "InvalidParameter"
+
+    # The classic SDK: its request classes for the same actions.
+    from aliyunsdkkms.request.v20160120 import (
+        CreateKeyVersionRequest,
+        ListKeyVersionsRequest,
+        UpdateRotationPolicyRequest,
+    )
+
+    call = classic(connector)
+    request = CreateKeyVersionRequest.CreateKeyVersionRequest()
+    request.set_KeyId(key_id)
+    third = call(request)["KeyVersion"]["KeyVersionId"]
+    request = ListKeyVersionsRequest.ListKeyVersionsRequest()
+    request.set_KeyId(key_id)
+    versions = call(request)["KeyVersions"]["KeyVersion"]
+    assert [v["KeyVersionId"] for v in versions][-1] == third
+    request = UpdateRotationPolicyRequest.UpdateRotationPolicyRequest()
+    request.set_KeyId(key_id)
+    request.set_EnableAutomaticRotation(False)
+    call(request)
+    request = DescribeKeyRequest.DescribeKeyRequest()
+    request.set_KeyId(key_id)
+    assert call(request)["KeyMetadata"]["AutomaticRotation"] == "Disabled"

@@ -12,4 +12,4 @@ pub mod stack;
 
 pub use kms::{KmsClient, field};
 pub use service::{Service, binary, free_port, run, target_dir, wait_for, workspace_root};
-pub use stack::{Connector, Ekm, ExternalInstance, Pki, Proxy};
+pub use stack::{Connector, Ekm, ExternalInstance, ExtraAccessKey, Pki, Proxy};

@@ -86,6 +86,10 @@ pub struct Ekm {
     pub service: Service,
     /// EKM API (HTTPS, mTLS) port.
     pub port: u16,
+    live_port: u16,
+    config: PathBuf,
+    softhsm_conf: PathBuf,
+    dir: PathBuf,
 }
 
 impl Ekm {
@@ -143,15 +147,39 @@ allowed_client_names = ["xki-proxy"]
             ],
             &env,
         );
-        let mut service =
-            Service::spawn("ekm", &ekm, &["--config", config_arg, "serve"], &env, dir);
-        service
+        let mut ekm = Self {
+            service: Service::spawn("ekm", &ekm, &["--config", config_arg, "serve"], &env, dir),
+            port,
+            live_port,
+            config: config.clone(),
+            softhsm_conf: softhsm_conf.clone(),
+            dir: dir.to_owned(),
+        };
+        ekm.wait_ready().await;
+        ekm
+    }
+
+    /// Starts `ekm serve` again on the same token, config and ports (after a kill).
+    pub async fn restart(&mut self) {
+        let config = self.config.to_str().expect("UTF-8 path");
+        let env = [("SOFTHSM2_CONF", self.softhsm_conf.as_path())];
+        self.service = Service::spawn(
+            "ekm",
+            &binary("ekm"),
+            &["--config", config, "serve"],
+            &env,
+            &self.dir,
+        );
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&mut self) {
+        self.service
             .wait_http(
-                &format!("http://127.0.0.1:{live_port}/ready"),
+                &format!("http://127.0.0.1:{}/ready", self.live_port),
                 START_TIMEOUT,
             )
             .await;
-        Self { service, port }
     }
 }
 
@@ -298,6 +326,15 @@ pub struct ExternalInstance {
     pub timeout_ms: u64,
 }
 
+/// A further access key of a connector: its principal and identity policy.
+#[derive(Debug, Clone)]
+pub struct ExtraAccessKey {
+    /// `acs:ram::<account>:user/<name>`.
+    pub principal: String,
+    /// The identity policy (JSON), if any.
+    pub policy: Option<String>,
+}
+
 /// A kms-connector configuration with one software instance (the default) and optionally one
 /// external instance.
 #[derive(Debug, Clone)]
@@ -316,6 +353,7 @@ pub struct Connector {
     pub external_instance: Option<String>,
     access_key_id: String,
     secret: String,
+    extra_keys: Vec<(String, String)>,
     dir: PathBuf,
 }
 
@@ -325,6 +363,16 @@ impl Connector {
         dir: &Path,
         database_url: Option<String>,
         external: Option<&ExternalInstance>,
+    ) -> Self {
+        Self::configure_with(dir, database_url, external, &[])
+    }
+
+    /// [`Self::configure`] with more access keys (see [`Self::extra_client`]).
+    pub fn configure_with(
+        dir: &Path,
+        database_url: Option<String>,
+        external: Option<&ExternalInstance>,
+        extra: &[ExtraAccessKey],
     ) -> Self {
         let port = free_port();
         let database_url = database_url
@@ -365,6 +413,22 @@ name = "software-keys"
             root_key = root_key_file.display(),
             secret_file = secret_file.display(),
         );
+        let mut extra_keys = Vec::new();
+        for (i, key) in extra.iter().enumerate() {
+            let id = format!("LTAI5t{}{i}", random_token(17));
+            let secret = random_token(40);
+            let file = dir.join(format!("kms-access-key-secret-{i}"));
+            write(&file, &secret);
+            text.push_str(&format!(
+                "\n[[access_keys]]\naccess_key_id = \"{id}\"\nsecret = {{ file = \"{}\" }}\nprincipal = \"{}\"\n",
+                file.display(),
+                key.principal
+            ));
+            if let Some(policy) = &key.policy {
+                text.push_str(&format!("policy = '{policy}'\n"));
+            }
+            extra_keys.push((id, secret));
+        }
         let external_instance = external.map(|external| {
             let id = instance_id();
             text.push_str(&format!(
@@ -397,6 +461,7 @@ timeout_ms = {timeout}
             external_instance,
             access_key_id,
             secret,
+            extra_keys,
             dir: dir.to_owned(),
         }
     }
@@ -433,5 +498,11 @@ timeout_ms = {timeout}
     /// A client with the configured AccessKey.
     pub fn client(&self) -> KmsClient {
         KmsClient::new(self.port, &self.access_key_id, &self.secret)
+    }
+
+    /// A client with the `i`-th extra access key of [`Self::configure_with`].
+    pub fn extra_client(&self, i: usize) -> KmsClient {
+        let (id, secret) = &self.extra_keys[i];
+        KmsClient::new(self.port, id, secret)
     }
 }

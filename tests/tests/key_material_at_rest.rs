@@ -62,9 +62,12 @@ async fn exercise<S>(connector: &Connector, snapshot: impl FnOnce() -> S) -> (Se
     let root_key = std::fs::read(&connector.root_key_file).expect("reading the root key");
     let clear_key = unseal(&root_key, &sealed, &key_id, &version.key_version_id);
 
-    // The recovered key is the real one: it opens the Encrypt blob (no context, empty AAD).
+    // The recovered key is the real one: it opens the Encrypt blob (format 2: version id,
+    // format byte, IV, ciphertext and tag; no context, empty AAD).
     let (version_id, payload) = blob.split_at(36);
     assert_eq!(version_id, version.key_version_id.as_bytes());
+    let (format, payload) = payload.split_first().expect("a format byte");
+    assert_eq!(*format, 2);
     let (iv, body) = payload.split_at(12);
     let opened = Aes256Gcm::new_from_slice(&clear_key)
         .expect("32-byte key")

@@ -11,9 +11,9 @@ use time::OffsetDateTime;
 
 use super::Inner;
 use super::keys::{self, PROBE_LABEL};
-use super::session::KeyOpError;
 use crate::ciphertext::AadFormat;
 use crate::error::{Error, Result};
+use crate::hsm::KeyOpError;
 use crate::manager::{Health, HealthStatus, HsmHealth, KeyUsage};
 
 /// A cached result older than this is reported UNAVAILABLE (XKS: ≤ 60 s).
@@ -42,9 +42,10 @@ impl Inner {
     /// One probe: encrypt and decrypt a fixed message on the probe key.
     pub(super) async fn probe(&self) -> Health {
         let started = Instant::now();
-        let queued_before = self.pool.queued();
+        let queued_before = self.hsm.pool().queued();
         let result = self
-            .pool
+            .hsm
+            .pool()
             .run(started + PROBE_BUDGET, |s| {
                 let message = b"ekm deep health probe";
                 let aad = AadFormat::Raw.gcm_aad(b"probe", &[])?;
@@ -75,7 +76,7 @@ impl Inner {
                 HealthStatus::Degraded,
                 Some("probe slower than threshold".to_owned()),
             ),
-            Ok(_) if self.pool.queued() * 5 >= self.pool.capacity() * 4 => (
+            Ok(_) if self.hsm.pool().queued() * 5 >= self.hsm.pool().capacity() * 4 => (
                 HealthStatus::Degraded,
                 Some("HSM queue over 80 %".to_owned()),
             ),
@@ -95,8 +96,8 @@ impl Inner {
             status,
             checked_at: OffsetDateTime::now_utc(),
             hsms: vec![HsmHealth {
-                id: self.token.label.clone(),
-                model: self.token.model.clone(),
+                id: self.hsm.token().label.clone(),
+                model: self.hsm.token().model.clone(),
                 status,
                 probe_latency: Some(latency),
                 detail,
@@ -118,8 +119,8 @@ impl Inner {
                 status: HealthStatus::Unavailable,
                 checked_at: now,
                 hsms: vec![HsmHealth {
-                    id: self.token.label.clone(),
-                    model: self.token.model.clone(),
+                    id: self.hsm.token().label.clone(),
+                    model: self.hsm.token().model.clone(),
                     status: HealthStatus::Unavailable,
                     probe_latency: None,
                     detail: Some("no recent probe result".to_owned()),

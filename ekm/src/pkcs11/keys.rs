@@ -30,14 +30,15 @@
 
 use std::collections::HashMap;
 
-use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use rand::RngCore as _;
 use schemas::xki::ExternalKeyId;
 
-use super::session::hsm_error;
 use crate::error::{Error, Result};
+use crate::hsm::aes::{AesUsage, generate_aes_key};
+use crate::hsm::hsm_error;
+pub use crate::hsm::token::{searching, writing};
 use crate::manager::KeyUsage;
 pub use crate::record::{KeyRecord, KeyVersion, StoredState};
 
@@ -65,54 +66,13 @@ pub fn adoptable_label(label: &str) -> bool {
     !label.is_empty() && !label.starts_with(OWN_PREFIX) && label != PROBE_LABEL
 }
 
-/// The generation template of a managed AES-256 key.
-pub fn aes_key_template(label: &str, usage: KeyUsage) -> Vec<Attribute> {
-    let mut id = vec![0u8; 16];
-    rand::rng().fill_bytes(&mut id);
-    vec![
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::KeyType(KeyType::AES),
-        Attribute::ValueLen(32.into()),
-        Attribute::Token(true),
-        Attribute::Private(true),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(false),
-        Attribute::Modifiable(false),
-        Attribute::Encrypt(usage.encrypt),
-        Attribute::Decrypt(usage.decrypt),
-        Attribute::Wrap(false),
-        Attribute::Unwrap(false),
-        Attribute::Sign(false),
-        Attribute::Verify(false),
-        Attribute::Derive(false),
-        Attribute::Label(label.as_bytes().to_vec()),
-        Attribute::Id(id),
-    ]
-}
-
-/// Serialises token-object writes against searches, process-wide. SoftHSM fails object
-/// creation, destruction and concurrent key generation that overlap a `C_FindObjects` in
-/// another session with `CKR_GENERAL_ERROR` / `CKR_TEMPLATE_INCONSISTENT` (SoftHSMv2
-/// #573/#576; reproduced here with metadata reads during admin changes). Searches share the
-/// lock, writes take it alone; crypto on cached handles takes none, so the hot path is free.
-static TOKEN_OBJECTS: std::sync::RwLock<()> = std::sync::RwLock::new(());
-
-/// Held while searching token objects.
-pub fn searching() -> std::sync::RwLockReadGuard<'static, ()> {
-    TOKEN_OBJECTS.read().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Held while creating, changing or destroying token objects.
-pub fn writing() -> std::sync::RwLockWriteGuard<'static, ()> {
-    TOKEN_OBJECTS.write().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Generates a key object (exclusive with searches and other writes, see [`writing`]).
+/// Generates a managed AES-256 key object with the token-enforced `usage`.
 pub fn generate_key(session: &Session, label: &str, usage: KeyUsage) -> Result<ObjectHandle> {
-    let _exclusive = writing();
-    session
-        .generate_key(&Mechanism::AesKeyGen, &aes_key_template(label, usage))
-        .map_err(hsm_error)
+    let usage = AesUsage {
+        encrypt: usage.encrypt,
+        decrypt: usage.decrypt,
+    };
+    generate_aes_key(session, label, 32, usage)
 }
 
 fn record_objects(session: &Session, label: Option<&[u8]>) -> Result<Vec<ObjectHandle>> {

@@ -1,6 +1,7 @@
-//! The PKCS#11 `KeyManager`: keys and their records live in one token (see [`keys`] for why),
-//! every PKCS#11 call runs on a fixed pool of HSM worker threads ([`pool`]), each with one
-//! logged-in session and a handle cache ([`session`]).
+//! The PKCS#11 `KeyManager`: the EKM's key directory on the workspace's PKCS#11 core
+//! ([`crate::hsm`]). Keys and their records live in one token (see [`keys`] for why); every
+//! PKCS#11 call runs on the core's fixed pool of HSM worker threads, each with one logged-in
+//! session and a handle cache.
 //!
 //! **Key state on the hot path.** Crypto operations check the key's record from an in-memory
 //! copy. This process refreshes the copy whenever it changes a key; otherwise a copy older than
@@ -10,27 +11,20 @@
 pub mod config;
 mod health;
 pub mod keys;
-pub mod pool;
-pub mod session;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::session::{Session, UserType};
-use cryptoki::slot::Slot;
 use schemas::xki::ExternalKeyId;
-use secrecy::SecretString;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
+use crate::hsm::{Hsm, HsmConfig, HsmSession, KeyOpError, hsm_error, pool};
+pub use crate::hsm::{find_token, init_token, library};
 pub use config::{DeletionWindow, IvSource, Pkcs11Config, TokenSelector, VendorProfile};
 use keys::{KeyRecord, Stored};
-use pool::WorkerPool;
-use session::{HsmSession, Token, hsm_error};
 
 use crate::ciphertext::{CiphertextMetadata, Limits};
 use crate::error::{Error, Operation, Result};
@@ -38,101 +32,6 @@ use crate::manager::{
     AdoptKey, CreateKey, DecryptRequest, EncryptOutput, EncryptRequest, Health, KeyInfo,
     KeyManager, KeyOrigin, OpContext, generate_key_id,
 };
-
-/// The process-wide PKCS#11 context of `module`, initialised once (`C_Initialize` twice, or
-/// concurrently, crashes some libraries: rust-cryptoki #260).
-pub fn library(module: &Path) -> Result<Pkcs11> {
-    static LIBRARIES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
-    let mut libraries = LIBRARIES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    if let Some(pkcs11) = libraries.get(module) {
-        return Ok(pkcs11.clone());
-    }
-    let pkcs11 = Pkcs11::new(module).map_err(|e| {
-        Error::Config(format!(
-            "cannot load PKCS#11 module {}: {e}",
-            module.display()
-        ))
-    })?;
-    match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(e) => return Err(hsm_error(e)),
-    }
-    libraries.insert(module.to_owned(), pkcs11.clone());
-    Ok(pkcs11)
-}
-
-/// Finds the slot of the token with the given label or serial; never by index.
-pub fn find_token(pkcs11: &Pkcs11, selector: &TokenSelector) -> Result<Slot> {
-    let mut matches = Vec::new();
-    let mut seen = Vec::new();
-    for slot in pkcs11
-        .get_slots_with_initialized_token()
-        .map_err(hsm_error)?
-    {
-        let info = pkcs11.get_token_info(slot).map_err(hsm_error)?;
-        let hit = match selector {
-            TokenSelector::Label(label) => info.label().trim_end() == label,
-            TokenSelector::Serial(serial) => info.serial_number().trim_end() == serial,
-        };
-        if hit {
-            matches.push(slot);
-        }
-        seen.push(info.label().trim_end().to_owned());
-    }
-    match matches.as_slice() {
-        [slot] => Ok(*slot),
-        [] => Err(Error::TokenNotFound(format!(
-            "no initialised token with {selector} (tokens present: {})",
-            if seen.is_empty() {
-                "none".to_owned()
-            } else {
-                seen.join(", ")
-            }
-        ))),
-        _ => Err(Error::Config(format!("several tokens match {selector}"))),
-    }
-}
-
-/// Initialises a token on a free slot (development: SoftHSM always offers one) and sets its
-/// user PIN. Refuses a label that is already taken.
-pub fn init_token(
-    module: &Path,
-    label: &str,
-    so_pin: &SecretString,
-    user_pin: &SecretString,
-) -> Result<Slot> {
-    let pkcs11 = library(module)?;
-    if find_token(&pkcs11, &TokenSelector::Label(label.to_owned())).is_ok() {
-        return Err(Error::Config(format!(
-            "a token labelled {label:?} already exists"
-        )));
-    }
-    let mut free = None;
-    for slot in pkcs11.get_slots_with_token().map_err(hsm_error)? {
-        if !pkcs11
-            .get_token_info(slot)
-            .map_err(hsm_error)?
-            .token_initialized()
-        {
-            free = Some(slot);
-            break;
-        }
-    }
-    let slot = free.ok_or_else(|| Error::Config("no slot with a free token".into()))?;
-    pkcs11.init_token(slot, so_pin, label).map_err(hsm_error)?;
-    // The slot id may change at init (SoftHSM): find the token again by its label.
-    let slot = find_token(&pkcs11, &TokenSelector::Label(label.to_owned()))?;
-    let session = pkcs11.open_rw_session(slot).map_err(hsm_error)?;
-    session
-        .login(UserType::So, Some(so_pin))
-        .map_err(hsm_error)?;
-    session.init_pin(user_pin).map_err(hsm_error)?;
-    session.logout().map_err(hsm_error)?;
-    Ok(slot)
-}
 
 struct Cached {
     record: Option<Arc<KeyRecord>>,
@@ -146,16 +45,13 @@ const MAX_DIRECTORY: usize = 100_000;
 const MAX_ATTEMPTS: u32 = 8;
 
 struct Inner {
-    pool: WorkerPool<HsmSession>,
-    token: Arc<Token>,
+    hsm: Hsm,
     config: Pkcs11Config,
     directory: RwLock<HashMap<ExternalKeyId, Cached>>,
     /// Serialises this process's admin changes. The guard travels into the worker job, so a
     /// change whose caller stopped waiting still holds it until the HSM work is done.
     admin: Arc<tokio::sync::Mutex<()>>,
     health: Mutex<Option<Health>>,
-    /// Keeps the login alive while workers reopen sessions.
-    _login: Mutex<Session>,
 }
 
 /// The PKCS#11 key manager.
@@ -167,8 +63,7 @@ pub struct Pkcs11KeyManager {
 impl std::fmt::Debug for Pkcs11KeyManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pkcs11KeyManager")
-            .field("token", &self.inner.token)
-            .field("pool", &self.inner.pool)
+            .field("hsm", &self.inner.hsm)
             .finish_non_exhaustive()
     }
 }
@@ -179,40 +74,23 @@ impl Pkcs11KeyManager {
     /// probe and deletion reaper. Blocks the calling thread for the PKCS#11 start-up calls.
     pub async fn open(config: Pkcs11Config) -> Result<Self> {
         config.check()?;
-        let pkcs11 = library(&config.module)?;
-        let slot = find_token(&pkcs11, &config.token)?;
-        let info = pkcs11.get_token_info(slot).map_err(hsm_error)?;
-        let token = Arc::new(Token {
-            pkcs11,
-            slot,
-            label: info.label().trim_end().to_owned(),
-            model: format!(
-                "{} {} fw {}",
-                info.manufacturer_id().trim_end(),
-                info.model().trim_end(),
-                info.firmware_version()
-            ),
+        let hsm = Hsm::open(HsmConfig {
+            module: config.module.clone(),
+            token: config.token.clone(),
             pin: config.pin.clone(),
             profile: config.profile.clone(),
-            destroyed: std::sync::atomic::AtomicU64::new(0),
-        });
-        let login = token.open_session()?;
-        let worker_token = Arc::clone(&token);
-        let pool = WorkerPool::start(
-            "ekm-hsm",
-            config.workers,
-            config.queue_capacity,
-            move |_| HsmSession::open(Arc::clone(&worker_token)),
-        )?;
+            workers: config.workers,
+            queue_capacity: config.queue_capacity,
+            thread_name: "ekm-hsm",
+            interchangeable_labels: vec![keys::PROBE_LABEL.to_owned()],
+        })?;
         let background = config.background;
         let inner = Arc::new(Inner {
-            pool,
-            token,
+            hsm,
             config,
             directory: RwLock::new(HashMap::new()),
             admin: Arc::new(tokio::sync::Mutex::new(())),
             health: Mutex::new(None),
-            _login: Mutex::new(login),
         });
         inner.ensure_probe_key().await?;
         let first = inner.probe().await;
@@ -245,7 +123,7 @@ impl Pkcs11KeyManager {
 
     /// The worker pool's sizes and counters.
     pub fn pool_stats(&self) -> (usize, usize, &pool::PoolStats) {
-        let pool = &self.inner.pool;
+        let pool = &self.inner.hsm.pool();
         (pool.workers(), pool.capacity(), pool.stats())
     }
 }
@@ -333,7 +211,8 @@ impl Inner {
         T: Send + 'static,
         F: FnOnce(&mut HsmSession) -> Result<T> + Send + 'static,
     {
-        self.pool
+        self.hsm
+            .pool()
             .run(deadline, move |s| {
                 let result = job(s);
                 if let Err(Error::HsmUnavailable(_)) = &result {
@@ -636,13 +515,14 @@ impl KeyManager for Pkcs11KeyManager {
         let label = version.label.clone();
         let key = id.clone();
         let timed = inner
-            .pool
+            .hsm
+            .pool()
             .run_with(
                 ctx.deadline,
                 (request, gcm_aad),
                 move |s, (request, gcm_aad)| {
-                    let op = |e: session::KeyOpError| e.into_error(&key, Operation::Encrypt);
-                    let session::Sealed {
+                    let op = |e: KeyOpError| e.into_error(&key, Operation::Encrypt);
+                    let crate::hsm::aes::Sealed {
                         iv,
                         ciphertext,
                         tag,
@@ -700,7 +580,8 @@ impl KeyManager for Pkcs11KeyManager {
             .gcm_aad(&request.aad, &request.ciphertext_metadata)?;
         let key = id.clone();
         let timed = inner
-            .pool
+            .hsm
+            .pool()
             .run_with(
                 ctx.deadline,
                 (request, gcm_aad),
@@ -725,7 +606,7 @@ impl KeyManager for Pkcs11KeyManager {
     }
 
     fn queue_depth(&self) -> Option<crate::QueueDepth> {
-        let pool = &self.inner.pool;
+        let pool = &self.inner.hsm.pool();
         Some(crate::QueueDepth {
             queued: pool.queued(),
             capacity: pool.capacity(),
@@ -734,5 +615,20 @@ impl KeyManager for Pkcs11KeyManager {
 
     fn limits(&self) -> Limits {
         self.inner.config.limits
+    }
+}
+
+impl KeyOpError {
+    /// Maps onto the error enum, `operation` on `key` giving context for usage refusals.
+    pub fn into_error(self, key: &ExternalKeyId, operation: Operation) -> Error {
+        match self {
+            Self::BadTag => Error::InvalidCiphertext,
+            Self::Pkcs11(RvError::KeyFunctionNotPermitted, _) => Error::KeyUsageNotPermitted {
+                key: key.clone(),
+                operation,
+            },
+            Self::Pkcs11(rv, function) => hsm_error(CkError::Pkcs11(rv, function)),
+            Self::Other(e) => e,
+        }
     }
 }

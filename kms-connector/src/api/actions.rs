@@ -57,6 +57,10 @@ actions! {
     DescribeKeyVersion,
     /// A key's versions.
     ListKeyVersions,
+    /// Adds a primary version (manual rotation).
+    CreateKeyVersion,
+    /// Turns automatic rotation on or off.
+    UpdateRotationPolicy,
     /// Reads the key policy.
     GetKeyPolicy,
     /// Replaces the key policy.
@@ -123,7 +127,8 @@ impl Action {
 ///
 /// Rows (Enabled / Disabled / PendingDeletion / PendingImport):
 /// - metadata reads, DeleteAlias, key-less calls: OK everywhere;
-/// - crypto: OK / Rejected.Disabled / Rejected.PendingDeletion / Rejected.PendingImport;
+/// - crypto, CreateKeyVersion, UpdateRotationPolicy: OK / Rejected.Disabled /
+///   Rejected.PendingDeletion / Rejected.PendingImport;
 /// - UpdateKeyDescription, tags, SetKeyPolicy, UpdateAlias (target), SetDeletionProtection:
 ///   OK / OK / Rejected.PendingDeletion / OK;
 /// - EnableKey, DisableKey: OK / OK / StateModifiedFailed / StateModifiedFailed;
@@ -156,7 +161,9 @@ pub fn check_state(action: Action, state: KeyState) -> Result<(), ErrorCode> {
         | A::Decrypt
         | A::GenerateDataKey
         | A::GenerateDataKeyWithoutPlaintext
-        | A::ReEncrypt => match state {
+        | A::ReEncrypt
+        | A::CreateKeyVersion
+        | A::UpdateRotationPolicy => match state {
             S::Enabled => Ok(()),
             other => Err(other.rejection()),
         },
@@ -224,7 +231,9 @@ mod tests {
             | A::Decrypt
             | A::GenerateDataKey
             | A::GenerateDataKeyWithoutPlaintext
-            | A::ReEncrypt => [
+            | A::ReEncrypt
+            | A::CreateKeyVersion
+            | A::UpdateRotationPolicy => [
                 OK,
                 "Rejected.Disabled",
                 PD,

@@ -80,7 +80,7 @@ pub async fn delete_alias(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
 
 /// ListAliases.
 pub async fn list_aliases(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
-    ctx.authorize_account()?;
+    ctx.authorize_action()?;
     let page = ctx.params.page()?;
     let state = ctx.state;
     let paged = state

@@ -3,11 +3,13 @@
 //! replica sees every nonce), and the AccessKey → principal table of the configuration.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use schemas::acs::{AcsSignatureError, RequestParts, Secret, Verifier};
 use time::OffsetDateTime;
 
 use super::error::ApiError;
+use super::policy::{Identity, IdentityPolicy};
 use crate::config::{AccessKeyConfig, ConfigError};
 use crate::store::{Store, UnixMillis};
 
@@ -62,11 +64,17 @@ impl Principal {
     pub fn account(&self) -> &str {
         &self.account
     }
+
+    /// Whether this is the account root.
+    pub fn is_root(&self) -> bool {
+        self.arn.ends_with(":root")
+    }
 }
 
 struct AccessKey {
     secret: Secret,
     principal: Principal,
+    identity: Arc<Identity>,
 }
 
 /// The AccessKey pairs of the configuration. `Debug` shows the ids only.
@@ -94,18 +102,43 @@ impl AccessKeys {
                 ))
             })?;
             let secret = config.secret.resolve()?;
+            let identity = match config.policy_text()? {
+                Some(text) => Identity::Policy(IdentityPolicy::parse(&text).map_err(|reason| {
+                    ConfigError::Invalid(format!(
+                        "access_keys {}: policy: {reason}",
+                        config.access_key_id
+                    ))
+                })?),
+                None if principal.is_root() => Identity::Root,
+                None => Identity::Member,
+            };
             keys.insert(
                 config.access_key_id.clone(),
-                AccessKey { secret, principal },
+                AccessKey {
+                    secret,
+                    principal,
+                    identity: Arc::new(identity),
+                },
             );
         }
         Ok(Self { keys })
     }
 
-    /// Adds a pair (tests, tools).
+    /// Adds a pair without an identity policy (tests, tools).
     pub fn insert(&mut self, access_key_id: &str, secret: Secret, principal: Principal) {
-        self.keys
-            .insert(access_key_id.to_owned(), AccessKey { secret, principal });
+        let identity = Arc::new(if principal.is_root() {
+            Identity::Root
+        } else {
+            Identity::Member
+        });
+        self.keys.insert(
+            access_key_id.to_owned(),
+            AccessKey {
+                secret,
+                principal,
+                identity,
+            },
+        );
     }
 
     /// The secret of an access key id.
@@ -117,6 +150,13 @@ impl AccessKeys {
     pub fn principal(&self, access_key_id: &str) -> Option<&Principal> {
         self.keys.get(access_key_id).map(|k| &k.principal)
     }
+
+    /// What an access key id may do by itself.
+    pub fn identity(&self, access_key_id: &str) -> Option<Arc<Identity>> {
+        self.keys
+            .get(access_key_id)
+            .map(|k| Arc::clone(&k.identity))
+    }
 }
 
 /// A request whose signature verified and whose nonce was fresh.
@@ -126,6 +166,8 @@ pub struct Caller {
     pub access_key_id: String,
     /// Who it is.
     pub principal: Principal,
+    /// What its access key may do (identity policy).
+    pub identity: Arc<Identity>,
     /// The signed action (ACS3 header or RPC parameter).
     pub action: Option<String>,
     /// The signed version.
@@ -142,9 +184,17 @@ pub async fn authenticate(
     now: OffsetDateTime,
 ) -> Result<Caller, ApiError> {
     let verified = verifier.verify(parts, |id: &str| keys.secret(id), now)?;
-    let principal = keys
+    // The nonce is the caller's choice and is stored: bound what it may be.
+    if !nonce_ok(&verified.nonce) {
+        return Err(ApiError::invalid_because(
+            "SignatureNonce",
+            format!("it must be 1 to {MAX_NONCE_CHARS} printable ASCII characters"),
+        ));
+    }
+    let (principal, identity) = keys
         .principal(&verified.access_key_id)
         .cloned()
+        .zip(keys.identity(&verified.access_key_id))
         .ok_or_else(|| AcsSignatureError::UnknownAccessKey(verified.access_key_id.clone()))?;
     let expires = verified.timestamp + verifier.max_clock_skew();
     let expires = UnixMillis::from(std::time::SystemTime::from(expires));
@@ -157,9 +207,17 @@ pub async fn authenticate(
     Ok(Caller {
         access_key_id: verified.access_key_id,
         principal,
+        identity,
         action: verified.action,
         version: verified.version,
     })
+}
+
+/// Longest accepted `SignatureNonce` (Alibaba's SDKs send 32 or 36 characters).
+pub const MAX_NONCE_CHARS: usize = 128;
+
+fn nonce_ok(nonce: &str) -> bool {
+    (1..=MAX_NONCE_CHARS).contains(&nonce.len()) && nonce.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// The AccessKey id a request claims (for the audit trail of refused requests): the ACS3
@@ -224,6 +282,17 @@ mod tests {
         );
         assert_eq!(keys.secret("AK1").unwrap().expose(), "super-secret");
         assert!(keys.secret("AK2").is_none());
+    }
+
+    #[test]
+    fn nonces_are_bounded() {
+        assert!(nonce_ok("3e0b4c5e-0a5a-4b4f-9a52-6a0f5f9d7c11"));
+        assert!(nonce_ok(&"n".repeat(MAX_NONCE_CHARS)));
+        for bad in ["", " ", "a b", "é", "\n"] {
+            assert!(!nonce_ok(bad), "{bad:?}");
+        }
+        assert!(!nonce_ok(&"n".repeat(MAX_NONCE_CHARS + 1)));
+        assert!(!nonce_ok(&"n".repeat(20_000)));
     }
 
     #[test]

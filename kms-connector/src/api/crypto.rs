@@ -15,12 +15,12 @@ use zeroize::Zeroizing;
 
 use super::ctx::{Ctx, Reply, key_arn_of};
 use super::error::ApiError;
-use crate::backend::{KeyContext, VersionMaterial};
-use crate::blob::Blob;
+use crate::backend::{BackendError, KeyContext, VersionMaterial};
+use crate::blob::{Blob, ContextBinding};
 use crate::context::EncryptionContext;
 use crate::ids::{KeyId, KeyVersionId};
 use crate::instances::InstanceHandle;
-use crate::store::{Entity, Key, KeyVersion, StoreError};
+use crate::store::{Entity, InstanceKind, Key, KeyVersion, StoreError};
 
 /// Largest `Plaintext` of Encrypt, bytes (6 KB).
 pub const MAX_PLAINTEXT_BYTES: usize = 6 * 1024;
@@ -94,16 +94,30 @@ impl<'a> Sealer<'a> {
         Ok(Blob::encode(&self.version_id, &payload))
     }
 
+    /// Decrypts a blob, reading it as its format says ([`Blob::readings`]).
     async fn unseal(
         &self,
-        payload: &[u8],
+        blob: &Blob,
         context: &EncryptionContext,
     ) -> Result<Zeroizing<Vec<u8>>, ApiError> {
-        Ok(self
-            .instance
-            .backend
-            .decrypt(self.view(), payload, &context.aad())
-            .await?)
+        // Format-1 software payloads begin with a random IV (see `crate::blob`).
+        let unmarked_may_look_marked = self.instance.kind == InstanceKind::Software;
+        let mut result = Err(BackendError::InvalidCiphertext);
+        for (payload, binding) in blob.readings(unmarked_may_look_marked) {
+            let aad = match binding {
+                ContextBinding::Canonical => context.aad(),
+                ContextBinding::Legacy => context.legacy_aad(),
+            };
+            result = self
+                .instance
+                .backend
+                .decrypt(self.view(), payload, &aad)
+                .await;
+            if !matches!(result, Err(BackendError::InvalidCiphertext)) {
+                break;
+            }
+        }
+        Ok(result?)
     }
 }
 
@@ -185,7 +199,7 @@ pub async fn decrypt(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
         return Err(ApiError::DryRun);
     }
     let sealer = Sealer::new(ctx, &key, &version, &instance)?;
-    let plaintext = sealer.unseal(&blob.payload, &context).await?;
+    let plaintext = sealer.unseal(&blob, &context).await?;
     let mut reply = reply(&key, &version, None);
     reply.insert(
         "Plaintext".into(),
@@ -273,7 +287,7 @@ pub async fn re_encrypt(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
     }
     let destination_version = primary_version(ctx, &destination).await?;
     let unsealer = Sealer::new(ctx, &source, &source_version, &source_instance)?;
-    let plaintext = unsealer.unseal(&blob.payload, &source_context).await?;
+    let plaintext = unsealer.unseal(&blob, &source_context).await?;
     let sealer = Sealer::new(
         ctx,
         &destination,

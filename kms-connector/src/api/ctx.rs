@@ -12,10 +12,12 @@ use super::actions::{Action, check_state};
 use super::auth::Caller;
 use super::error::ApiError;
 use super::params::Params;
-use super::policy::{Decision, KeyPolicy, default_policy};
+use super::policy::{Decision, KeyPolicy, combine, default_policy};
 use crate::ids::{KeyRef, key_arn};
 use crate::instances::InstanceHandle;
-use crate::store::{ConnectionState, DEFAULT_POLICY_NAME, Entity, Key, StoreError};
+use crate::store::{
+    ConnectionState, DEFAULT_POLICY_NAME, Entity, Key, KeyFilter, Page, StoreError,
+};
 
 /// A JSON response body (without `RequestId`, which the router adds).
 pub type Reply = Map<String, Value>;
@@ -62,7 +64,8 @@ impl Ctx<'_> {
         Ok(key)
     }
 
-    /// The key policy must allow `permission` to the caller.
+    /// The caller's identity policy and the key policy must both allow `permission` on the
+    /// key, and neither may deny it.
     pub async fn authorize(&self, key: &Key, permission: &str) -> Result<(), ApiError> {
         let document = match self
             .state
@@ -74,31 +77,101 @@ impl Ctx<'_> {
             Err(StoreError::NotFound(Entity::Policy)) => default_policy(&key.account_id),
             Err(other) => return Err(other.into()),
         };
+        let arn = key_arn_of(key);
+        self.decide(permission, &arn, Some(&document))
+    }
+
+    /// Whether `permission` on `key` is allowed, for listings that show only what the caller
+    /// may see (`document`: the key's stored policy, `None` for the default one).
+    pub fn may(&self, key: &Key, permission: &str, document: Option<&str>) -> bool {
+        let default;
+        let document = match document {
+            Some(document) => document,
+            None => {
+                default = default_policy(&key.account_id);
+                &default
+            }
+        };
+        self.decide(permission, &key_arn_of(key), Some(document))
+            .is_ok()
+    }
+
+    /// Every key of the account matching `filter` on which the caller may use `permission`
+    /// (identity and key policies), oldest first: what listings show.
+    pub async fn visible_keys(
+        &self,
+        filter: KeyFilter,
+        permission: &str,
+    ) -> Result<Vec<Key>, ApiError> {
+        let state = self.state;
+        let mut keys = Vec::new();
+        for number in 1.. {
+            let page = Page::new(number, Page::MAX_SIZE)?;
+            let paged = state
+                .store
+                .list_keys(&state.account_id, &state.region, filter.clone(), page)
+                .await?;
+            let done = paged.items.len() < Page::MAX_SIZE as usize;
+            let ids: Vec<String> = paged.items.iter().map(|k| k.key_id.clone()).collect();
+            let policies = state.store.get_policies(ids, DEFAULT_POLICY_NAME).await?;
+            for key in paged.items {
+                if self.may(
+                    &key,
+                    permission,
+                    policies.get(&key.key_id).map(String::as_str),
+                ) {
+                    keys.push(key);
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Calls without a key (CreateKey, ListKeys, …): the caller must be of the served account,
+    /// and its identity must allow `permission` on `resource` (see [`ApiState::account_arn`],
+    /// [`ApiState::instance_arn`]).
+    pub fn authorize_account(&self, permission: &str, resource: &str) -> Result<(), ApiError> {
+        if self.caller.principal.account() != self.state.account_id {
+            return Err(ApiError::with_message(
+                ErrorCode::NoPermission,
+                "This operation is forbidden by permission system: the caller is not in the key owner's account.",
+            ));
+        }
+        self.decide(permission, resource, None)
+    }
+
+    /// [`Self::authorize_account`] for this action's own permission on the account.
+    pub fn authorize_action(&self) -> Result<(), ApiError> {
+        let resource = self.state.account_arn();
+        self.authorize_account(self.action.permission(), &resource)
+    }
+
+    /// The one decision: identity policy and (for keys) key policy together.
+    fn decide(
+        &self,
+        permission: &str,
+        resource: &str,
+        key_policy: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let principal = self.caller.principal.arn();
+        let identity = self.caller.identity.evaluate(permission, resource);
         // A stored policy that no longer parses grants nothing (fail closed).
-        let decision = KeyPolicy::parse(&document)
-            .map(|p| p.evaluate(self.caller.principal.arn(), permission))
-            .unwrap_or(Decision::ImplicitDeny);
-        match decision {
+        let resource_decision = key_policy.map(|document| {
+            KeyPolicy::parse(document)
+                .map(|p| p.evaluate(principal, permission))
+                .unwrap_or(Decision::ImplicitDeny)
+        });
+        match combine(identity, resource_decision) {
             Decision::Allow => Ok(()),
             Decision::ExplicitDeny | Decision::ImplicitDeny => Err(ApiError::with_message(
                 ErrorCode::NoPermission,
                 format!(
-                    "This operation is forbidden by permission system: {} may not call {permission} on this key.",
-                    self.caller.principal.arn()
+                    "This operation is forbidden by permission system: {principal} may not call {permission} on {resource}."
                 ),
             )),
-        }
-    }
-
-    /// Calls without a key (CreateKey, ListKeys, …) are for principals of the served account.
-    pub fn authorize_account(&self) -> Result<(), ApiError> {
-        if self.caller.principal.account() == self.state.account_id {
-            Ok(())
-        } else {
-            Err(ApiError::with_message(
-                ErrorCode::NoPermission,
-                "This operation is forbidden by permission system: the caller is not in the key owner's account.",
-            ))
         }
     }
 
@@ -118,11 +191,11 @@ impl Ctx<'_> {
                 ),
             )
         })?;
-        let state = instance.backend.status().state;
-        if state != ConnectionState::Connected {
+        let status = instance.backend.status();
+        if status.state != ConnectionState::Connected {
             return Err(ApiError::InstanceNotConnected {
                 instance_id: instance.id.clone(),
-                state,
+                status,
             });
         }
         Ok(instance)
@@ -141,6 +214,19 @@ pub fn key_arn_of(key: &Key) -> String {
 }
 
 impl ApiState {
+    /// The resource of account-level calls in identity policies: `acs:kms:<region>:<uid>:*`.
+    pub fn account_arn(&self) -> String {
+        format!("acs:kms:{}:{}:*", self.region, self.account_id)
+    }
+
+    /// `acs:kms:<region>:<uid>:keystore/<kst-id>`.
+    pub fn instance_arn(&self, instance_id: &str) -> String {
+        format!(
+            "acs:kms:{}:{}:keystore/{instance_id}",
+            self.region, self.account_id
+        )
+    }
+
     /// Resolves a `KeyId` text (id, alias or ARN) to a key of the served account and region.
     pub async fn resolve_key_text(&self, text: &str) -> Result<Key, ApiError> {
         let (key_ref, arn) = KeyRef::parse(text)?;
@@ -148,7 +234,10 @@ impl ApiState {
             .as_ref()
             .is_some_and(|(region, account)| *region != self.region || *account != self.account_id);
         let key = match key_ref {
-            KeyRef::Id(_) if foreign => return Err(ErrorCode::KeyNotFound.into()),
+            KeyRef::Id(_) | KeyRef::Absent if foreign => {
+                return Err(ErrorCode::KeyNotFound.into());
+            }
+            KeyRef::Absent => return Err(ErrorCode::KeyNotFound.into()),
             KeyRef::Alias(_) if foreign => return Err(ErrorCode::AliasNotFound.into()),
             KeyRef::Id(id) => self.store.get_key(id.as_str()).await?,
             KeyRef::Alias(alias) => {

@@ -3,9 +3,10 @@
 //! [`ErrorCode`] and message in a single `match`. Handlers never build error JSON.
 //!
 //! Choices where Alibaba publishes nothing:
-//! - a backend `Unavailable` (proxy or HSM unreachable, instance not `Connected`) answers 409
-//!   `Rejected.Unavailable` (the spec's closest published code, §1.4), while a backend
-//!   `Timeout` answers 503 `ServiceUnavailableTemporary` (retryable: the next call may work);
+//! - a key whose backend needs an operator (instance disconnected, credentials, TLS or route
+//!   refused) answers 409 `Rejected.Unavailable` (the spec's closest published code, §1.4);
+//!   a backend that is down or slow for now (proxy or HSM unreachable, instance in a transient
+//!   `Error`, a timeout) answers 503 `ServiceUnavailableTemporary`, which clients retry;
 //! - a bad or tampered ciphertext answers 400 `InvalidParameter` naming `CiphertextBlob`;
 //! - `ExternalKeyNotFound` / `ExternalKeyUnusable` answer 400 `InvalidParameter` naming
 //!   `ExternalKeyId` at CreateKey, and 409 `Rejected.Unavailable` on crypto calls (the key was
@@ -17,11 +18,11 @@ use std::borrow::Cow;
 use schemas::acs::AcsSignatureError;
 use schemas::kms::ErrorCode;
 
-use crate::backend::BackendError;
+use crate::backend::{BackendError, InstanceStatus};
 use crate::blob::InvalidBlob;
 use crate::context::InvalidContext;
 use crate::ids::InvalidId;
-use crate::store::{ConnectionState, Entity, StoreError};
+use crate::store::{Entity, StoreError};
 
 /// When a backend error happened: it means different things to the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,12 +60,12 @@ pub enum ApiError {
     #[error("dry run")]
     DryRun,
     /// The key's instance is not `Connected`.
-    #[error("instance {instance_id} is {}", state.as_str())]
+    #[error("instance {instance_id} is {}", status.state.as_str())]
     InstanceNotConnected {
         /// The instance.
         instance_id: String,
-        /// Its state.
-        state: ConnectionState,
+        /// Its state and, in `Error`, why.
+        status: InstanceStatus,
     },
     /// The metadata store failed.
     #[error(transparent)]
@@ -167,13 +168,30 @@ impl ApiError {
                 },
             ),
             Self::DryRun => published(C::DryRunOperationError),
-            Self::InstanceNotConnected { instance_id, state } => own(
-                C::RejectedUnavailable,
-                format!(
-                    "The request was rejected because the KMS instance {instance_id} is {}.",
-                    state.as_str()
-                ),
-            ),
+            Self::InstanceNotConnected {
+                instance_id,
+                status,
+            } => {
+                let cause = status
+                    .error
+                    .map_or(String::new(), |e| format!(" ({})", e.as_str()));
+                let state = status.state.as_str();
+                match status.error {
+                    Some(error) if error.is_transient() => own(
+                        C::ServiceUnavailableTemporary,
+                        format!(
+                            "Service Unavailable Temporary: the KMS instance {instance_id} cannot reach its XKI proxy now ({state}, {}); retry later.",
+                            error.as_str()
+                        ),
+                    ),
+                    _ => own(
+                        C::RejectedUnavailable,
+                        format!(
+                            "The request was rejected because the KMS instance {instance_id} is {state}{cause}."
+                        ),
+                    ),
+                }
+            }
             Self::Store(error) => match error {
                 StoreError::NotFound(Entity::Key) => published(C::KeyNotFound),
                 StoreError::NotFound(Entity::Alias) => published(C::AliasNotFound),
@@ -203,6 +221,10 @@ impl ApiError {
                 (BackendError::Unavailable(reason), _) => own(
                     C::RejectedUnavailable,
                     format!("The request was rejected because the key is unavailable: {reason}"),
+                ),
+                (BackendError::TemporarilyUnavailable(reason), _) => own(
+                    C::ServiceUnavailableTemporary,
+                    format!("Service Unavailable Temporary: {reason}; retry later."),
                 ),
                 (BackendError::ExternalKeyDisabled, _) => own(
                     C::RejectedUnavailable,
@@ -280,6 +302,8 @@ fn invalid_blob() -> (ErrorCode, Cow<'static, str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::ConnectionError;
+    use crate::store::ConnectionState;
 
     fn code_of(error: ApiError) -> (&'static str, u16) {
         let (code, _) = error.reply();
@@ -384,12 +408,30 @@ mod tests {
             code_of(AcsSignatureError::NonceReused.into()),
             ("SignatureNonceUsed", 400)
         );
+        let not_connected = |state, error| ApiError::InstanceNotConnected {
+            instance_id: "kst-x".into(),
+            status: InstanceStatus { state, error },
+        };
         assert_eq!(
-            code_of(ApiError::InstanceNotConnected {
-                instance_id: "kst-x".into(),
-                state: ConnectionState::Disconnected
-            }),
+            code_of(not_connected(ConnectionState::Disconnected, None)),
             ("Rejected.Unavailable", 409)
+        );
+        assert_eq!(
+            code_of(not_connected(
+                ConnectionState::Error,
+                Some(ConnectionError::InvalidCredentials)
+            )),
+            ("Rejected.Unavailable", 409)
+        );
+        for transient in [ConnectionError::NotReachable, ConnectionError::TimedOut] {
+            assert_eq!(
+                code_of(not_connected(ConnectionState::Error, Some(transient))),
+                ("ServiceUnavailableTemporary", 503)
+            );
+        }
+        assert_eq!(
+            code_of(BackendError::TemporarilyUnavailable("down".into()).into()),
+            ("ServiceUnavailableTemporary", 503)
         );
     }
 }

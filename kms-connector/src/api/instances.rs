@@ -8,17 +8,12 @@ use serde_json::{Value, json};
 use super::ctx::{Ctx, Reply, iso8601};
 use super::error::ApiError;
 use crate::backend::InstanceStatus;
+use crate::ids::InstanceId;
 use crate::instances::InstanceHandle;
 use std::sync::Arc;
 
-fn instance_arn(ctx: &Ctx<'_>, id: &str) -> String {
-    format!(
-        "acs:kms:{}:{}:keystore/{id}",
-        ctx.state.region, ctx.state.account_id
-    )
-}
-
-fn requested(ctx: &Ctx<'_>) -> Result<Arc<InstanceHandle>, ApiError> {
+/// The instance the call names, once the caller's identity may use `permission` on it.
+fn requested(ctx: &Ctx<'_>, permission: &str) -> Result<Arc<InstanceHandle>, ApiError> {
     let id = match ctx.params.optional("KmsInstanceId") {
         Some(id) => id,
         None => ctx
@@ -26,6 +21,9 @@ fn requested(ctx: &Ctx<'_>) -> Result<Arc<InstanceHandle>, ApiError> {
             .required("InstanceId")
             .map_err(|_| ApiError::Missing("KmsInstanceId"))?,
     };
+    InstanceId::parse(id).map_err(|_| ApiError::invalid("KmsInstanceId"))?;
+    // Authorized before the lookup, so that refused callers learn nothing of what exists.
+    ctx.authorize_account(permission, &ctx.state.instance_arn(id))?;
     ctx.state
         .instances
         .get(id)
@@ -41,10 +39,19 @@ fn status_fields(reply: &mut Reply, status: InstanceStatus) {
 }
 
 /// ListKmsInstances.
+/// Lists the instances the caller may read (`kms:GetKmsInstance` on each).
 pub async fn list_kms_instances(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
-    ctx.authorize_account()?;
+    ctx.authorize_action()?;
     let page = ctx.params.page()?;
-    let all: Vec<&Arc<InstanceHandle>> = ctx.state.instances.all().collect();
+    let all: Vec<&Arc<InstanceHandle>> = ctx
+        .state
+        .instances
+        .all()
+        .filter(|h| {
+            ctx.authorize_account("kms:GetKmsInstance", &ctx.state.instance_arn(&h.id))
+                .is_ok()
+        })
+        .collect();
     let skip = (page.number() as usize - 1).saturating_mul(page.size() as usize);
     let items: Vec<Value> = all
         .iter()
@@ -53,7 +60,7 @@ pub async fn list_kms_instances(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
         .map(|h| {
             json!({
                 "KmsInstanceId": h.id,
-                "KmsInstanceArn": instance_arn(ctx, &h.id),
+                "KmsInstanceArn": ctx.state.instance_arn(&h.id),
                 "InstanceName": h.name,
                 "InstanceType": h.kind.as_str(),
                 "Status": h.backend.status().state.as_str(),
@@ -70,15 +77,14 @@ pub async fn list_kms_instances(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
 
 /// GetKmsInstance.
 pub async fn get_kms_instance(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
-    ctx.authorize_account()?;
-    let handle = requested(ctx)?;
+    let handle = requested(ctx, "kms:GetKmsInstance")?;
     let row = ctx.state.instances.row(&handle.id).await?;
     let key_num = ctx.state.store.count_instance_keys(&handle.id).await?;
     let status = handle.backend.status();
     let mut instance = Reply::new();
     instance.insert("InstanceId".into(), json!(handle.id));
     instance.insert("InstanceName".into(), json!(handle.name));
-    instance.insert("Arn".into(), json!(instance_arn(ctx, &handle.id)));
+    instance.insert("Arn".into(), json!(ctx.state.instance_arn(&handle.id)));
     instance.insert("InstanceType".into(), json!(handle.kind.as_str()));
     status_fields(&mut instance, status);
     instance.insert("KeyNum".into(), json!(key_num));
@@ -105,9 +111,10 @@ pub async fn disconnect_kms_instance(ctx: &mut Ctx<'_>) -> Result<Reply, ApiErro
     drive(ctx, false).await
 }
 
+/// Needs `kms:ConnectKmsInstance` / `kms:DisconnectKmsInstance`: the account root, or an
+/// identity policy granting it (other principals do not have it by default).
 async fn drive(ctx: &mut Ctx<'_>, connect: bool) -> Result<Reply, ApiError> {
-    ctx.authorize_account()?;
-    let handle = requested(ctx)?;
+    let handle = requested(ctx, ctx.action.permission())?;
     let instances = &ctx.state.instances;
     let status = if connect {
         instances.connect(&handle).await?

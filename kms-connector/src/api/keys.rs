@@ -1,7 +1,8 @@
-//! CreateKey, DescribeKey, ListKeys, DescribeKeyVersion, ListKeyVersions and the
-//! `KeyMetadata` shape they share.
+//! CreateKey, DescribeKey, ListKeys and the `KeyMetadata` shape they share.
 
-use schemas::kms::{ErrorCode, KeyState};
+use schemas::kms::{
+    ErrorCode, KeySpec, KeyState, KeyUsage, Origin, ProtectionLevel, RotationInterval,
+};
 use schemas::xki::ExternalKeyId;
 use serde_json::{Value, json};
 
@@ -12,28 +13,11 @@ use super::tags::parse_tags_json;
 use crate::backend::NewVersion;
 use crate::ids::{InstanceId, KeyId, KeyVersionId};
 use crate::store::{
-    AutomaticRotation, ConnectionState, Key, KeyFilter, KeyOrigin, KeyVersion, NewKey,
-    ProtectionLevel, UnixMillis,
+    AutomaticRotation, ConnectionState, Key, KeyFilter, KeyVersion, NewKey, UnixMillis,
 };
 
 /// Longest `Description`, characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 8192;
-
-/// Every key spec the OpenAPI knows (spec §2.5); which ones an instance makes is its backend's
-/// `Capabilities::key_specs`.
-const KNOWN_KEY_SPECS: &[&str] = &[
-    "Aliyun_AES_256",
-    "Aliyun_AES_192",
-    "Aliyun_AES_128",
-    "Aliyun_SM4",
-    "Aliyun_DES3_192",
-    "RSA_2048",
-    "RSA_3072",
-    "RSA_4096",
-    "EC_P256",
-    "EC_P256K",
-    "EC_SM2",
-];
 
 /// `KeyMetadata` of a key (spec §2.2 DescribeKey).
 pub fn key_metadata(key: &Key) -> Value {
@@ -41,8 +25,8 @@ pub fn key_metadata(key: &Key) -> Value {
         "KeyId": key.key_id,
         "Arn": key_arn_of(key),
         "KeyState": key.key_state.as_str(),
-        "KeySpec": key.key_spec,
-        "KeyUsage": key.key_usage,
+        "KeySpec": key.key_spec.as_str(),
+        "KeyUsage": key.key_usage.as_str(),
         "Origin": key.origin.as_str(),
         "ProtectionLevel": key.protection_level.as_str(),
         "Description": key.description,
@@ -95,7 +79,6 @@ pub fn check_description(text: &str) -> Result<(), ApiError> {
 
 /// CreateKey.
 pub async fn create_key(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
-    ctx.authorize_account()?;
     let state = ctx.state;
     let p = &ctx.params;
     let instance_id = match p.optional("DKMSInstanceId") {
@@ -108,57 +91,81 @@ pub async fn create_key(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
             .default_id()
             .ok_or(ApiError::Missing("DKMSInstanceId"))?,
     };
+    // Identity policies may limit key creation to some instances.
+    ctx.authorize_account("kms:CreateKey", &state.instance_arn(instance_id))?;
     let instance = state
         .instances
         .get(instance_id)
         .ok_or(ApiError::from(ErrorCode::DkmsInstanceNotFound))?;
     let capabilities = instance.backend.capabilities();
 
-    let key_spec = p.optional("KeySpec").unwrap_or("Aliyun_AES_256");
+    let key_spec = match p.optional("KeySpec") {
+        Some(text) => KeySpec::parse(text).ok_or_else(|| ApiError::invalid("KeySpec"))?,
+        None => KeySpec::default(),
+    };
     if !capabilities.key_specs.contains(&key_spec) {
-        return Err(if KNOWN_KEY_SPECS.contains(&key_spec) {
-            ApiError::with_message(
-                ErrorCode::UnsupportedOperation,
-                format!(
-                    "This action is not supported: KeySpec {key_spec} is not available in the {} instance {}.",
-                    instance.kind, instance.id
-                ),
-            )
-        } else {
-            ApiError::invalid("KeySpec")
-        });
+        return Err(ApiError::with_message(
+            ErrorCode::UnsupportedOperation,
+            format!(
+                "This action is not supported: KeySpec {key_spec} is not available in the {} instance {}.",
+                instance.kind, instance.id
+            ),
+        ));
     }
-    match p.optional("KeyUsage").unwrap_or("ENCRYPT/DECRYPT") {
-        "ENCRYPT/DECRYPT" => {}
-        "SIGN/VERIFY" => {
-            return Err(ApiError::with_message(
-                ErrorCode::UnsupportedOperation,
-                "This action is not supported: KeyUsage SIGN/VERIFY needs an asymmetric KeySpec.",
-            ));
-        }
-        _ => return Err(ApiError::invalid("KeyUsage")),
+    let key_usage = match p.optional("KeyUsage") {
+        Some(text) => KeyUsage::parse(text).ok_or_else(|| ApiError::invalid("KeyUsage"))?,
+        None => key_spec.default_usage(),
+    };
+    if !key_spec.usages().contains(&key_usage) {
+        return Err(ApiError::with_message(
+            ErrorCode::UnsupportedOperation,
+            format!(
+                "This action is not supported: KeyUsage {key_usage} is not available for KeySpec {key_spec}."
+            ),
+        ));
     }
-    match p.optional("Origin").unwrap_or("Aliyun_KMS") {
-        "Aliyun_KMS" => {}
-        "EXTERNAL" => {
-            return Err(ApiError::with_message(
-                ErrorCode::UnsupportedOperation,
-                "This action is not supported: importing key material (Origin EXTERNAL) is not available yet.",
-            ));
-        }
-        _ => return Err(ApiError::invalid("Origin")),
+    match p.optional("Origin") {
+        None => {}
+        Some(text) => match Origin::parse(text).ok_or_else(|| ApiError::invalid("Origin"))? {
+            Origin::AliyunKms => {}
+            Origin::External => {
+                return Err(ApiError::with_message(
+                    ErrorCode::UnsupportedOperation,
+                    "This action is not supported: importing key material (Origin EXTERNAL) is not available yet.",
+                ));
+            }
+        },
     }
+    // Checked, then ignored: a key's protection is its instance's (spec §2.2).
     if let Some(level) = p.optional("ProtectionLevel")
         && ProtectionLevel::parse(level).is_none()
     {
         return Err(ApiError::invalid("ProtectionLevel"));
     }
-    if p.bool("EnableAutomaticRotation")?.unwrap_or(false) {
-        return Err(ApiError::with_message(
-            ErrorCode::RejectedUnsupportedOperation,
-            "Unsupported operation: automatic rotation is not available for keys of this connector yet.",
-        ));
-    }
+    let rotation_interval = match p.optional("RotationInterval") {
+        Some(text) => Some(
+            RotationInterval::parse(text)
+                .map_err(|e| ApiError::invalid_because("RotationInterval", e.to_string()))?,
+        ),
+        None => None,
+    };
+    let automatic_rotation = if p.bool("EnableAutomaticRotation")?.unwrap_or(false) {
+        if !capabilities.rotation {
+            return Err(ApiError::with_message(
+                ErrorCode::RejectedUnsupportedOperation,
+                format!(
+                    "Unsupported operation: keys of the {} instance {} do not rotate.",
+                    instance.kind, instance.id
+                ),
+            ));
+        }
+        if rotation_interval.is_none() {
+            return Err(ApiError::Missing("RotationInterval"));
+        }
+        AutomaticRotation::Enabled
+    } else {
+        AutomaticRotation::Disabled
+    };
     let description = p.raw("Description").unwrap_or_default().to_owned();
     check_description(&description)?;
     let external_key_id = match (
@@ -205,8 +212,6 @@ pub async fn create_key(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
     let version_id = KeyVersionId::generate();
     ctx.key_id = Some(key_id.to_string());
     let principal = ctx.caller.principal.arn().to_owned();
-    let protection_level =
-        ProtectionLevel::parse(capabilities.protection_level).unwrap_or(ProtectionLevel::Software);
     let material = instance
         .backend
         .new_version(NewVersion {
@@ -225,17 +230,19 @@ pub async fn create_key(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
         account_id: state.account_id.clone(),
         region: state.region.clone(),
         instance_id: instance.id.clone(),
-        key_spec: key_spec.to_owned(),
-        key_usage: "ENCRYPT/DECRYPT".to_owned(),
-        origin: KeyOrigin::AliyunKms,
-        protection_level,
+        key_spec,
+        key_usage,
+        origin: Origin::AliyunKms,
+        protection_level: capabilities.protection_level,
         key_state: KeyState::Enabled,
         description,
         creator: state.account_id.clone(),
         created_at: now,
         external_key_id: external_key_id.map(|e| e.as_str().to_owned()),
-        automatic_rotation: AutomaticRotation::Disabled,
-        rotation_interval_secs: None,
+        automatic_rotation,
+        rotation_interval_secs: (automatic_rotation == AutomaticRotation::Enabled)
+            .then(|| rotation_interval.map(|i| i64::try_from(i.as_secs()).unwrap_or(i64::MAX)))
+            .flatten(),
         material_expire_time: None,
     };
     let version = KeyVersion {
@@ -268,27 +275,25 @@ pub async fn describe_key(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
 }
 
 /// ListKeys.
+/// Shows the keys the caller may describe (identity and key policies), paged after filtering.
 pub async fn list_keys(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
-    ctx.authorize_account()?;
+    ctx.authorize_action()?;
     let page = ctx.params.page()?;
     let filter = match ctx.params.optional("Filters") {
         Some(text) => parse_filters(text)?,
         None => Some(KeyFilter::default()),
     };
-    let state = ctx.state;
-    let (keys, total) = match filter {
-        Some(filter) => {
-            let paged = state
-                .store
-                .list_keys(&state.account_id, &state.region, filter, page)
-                .await?;
-            (paged.items, paged.total_count)
-        }
+    let keys = match filter {
+        Some(filter) => ctx.visible_keys(filter, "kms:DescribeKey").await?,
         // A CreatorType filter naming only Service: there are no service keys.
-        None => (Vec::new(), 0),
+        None => Vec::new(),
     };
+    let total = keys.len();
+    let skip = usize::try_from(page.offset()).unwrap_or(usize::MAX);
     let items: Vec<Value> = keys
         .iter()
+        .skip(skip)
+        .take(page.size() as usize)
         .map(|k| json!({"KeyId": k.key_id, "KeyArn": key_arn_of(k)}))
         .collect();
     let mut reply = Reply::new();
@@ -342,8 +347,13 @@ fn parse_filters(text: &str) -> Result<Option<KeyFilter>, ApiError> {
                     filter.key_states.push(state);
                 }
             }
-            "KeySpec" => filter.key_specs.extend(values),
-            "KeyUsage" => filter.key_usages.extend(values),
+            // Values no key can have match nothing (Alibaba filters the same way).
+            "KeySpec" => filter
+                .key_specs
+                .extend(values.iter().filter_map(|v| KeySpec::parse(v))),
+            "KeyUsage" => filter
+                .key_usages
+                .extend(values.iter().filter_map(|v| KeyUsage::parse(v))),
             "ProtectionLevel" => {
                 for value in &values {
                     let level = ProtectionLevel::parse(value)
@@ -364,42 +374,6 @@ fn parse_filters(text: &str) -> Result<Option<KeyFilter>, ApiError> {
     // Every key of this connector is a user key.
     let users_only = creator_types.is_empty() || creator_types.iter().any(|t| t == "User");
     Ok(users_only.then_some(filter))
-}
-
-/// DescribeKeyVersion.
-pub async fn describe_key_version(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
-    let key = ctx.key_for_action("KeyId").await?;
-    let version_id = ctx.params.required("KeyVersionId")?;
-    KeyVersionId::parse(version_id)?;
-    let version = ctx.state.store.get_key_version(version_id).await?;
-    if version.key_id != key.key_id {
-        return Err(ErrorCode::KeyVersionNotFound.into());
-    }
-    let mut reply = Reply::new();
-    reply.insert("KeyVersion".into(), version_json(&version));
-    Ok(reply)
-}
-
-/// ListKeyVersions.
-pub async fn list_key_versions(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
-    let key = ctx.key_for_action("KeyId").await?;
-    let page = ctx.params.page()?;
-    let paged = ctx.state.store.list_key_versions(&key.key_id, page).await?;
-    let items: Vec<Value> = paged.items.iter().map(version_json).collect();
-    let mut reply = Reply::new();
-    reply.insert("KeyVersions".into(), json!({ "KeyVersion": items }));
-    reply.insert("TotalCount".into(), json!(paged.total_count));
-    reply.insert("PageNumber".into(), json!(page.number()));
-    reply.insert("PageSize".into(), json!(page.size()));
-    Ok(reply)
-}
-
-fn version_json(version: &KeyVersion) -> Value {
-    json!({
-        "KeyId": version.key_id,
-        "KeyVersionId": version.key_version_id,
-        "CreationDate": iso8601(version.created_at),
-    })
 }
 
 #[cfg(test)]

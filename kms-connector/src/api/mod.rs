@@ -20,6 +20,7 @@ mod keys;
 mod lifecycle;
 mod params;
 mod tags;
+mod versions;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -244,8 +245,10 @@ async fn dispatch(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
         A::CreateKey => keys::create_key(ctx).await,
         A::DescribeKey => keys::describe_key(ctx).await,
         A::ListKeys => keys::list_keys(ctx).await,
-        A::DescribeKeyVersion => keys::describe_key_version(ctx).await,
-        A::ListKeyVersions => keys::list_key_versions(ctx).await,
+        A::DescribeKeyVersion => versions::describe_key_version(ctx).await,
+        A::ListKeyVersions => versions::list_key_versions(ctx).await,
+        A::CreateKeyVersion => versions::create_key_version(ctx).await,
+        A::UpdateRotationPolicy => versions::update_rotation_policy(ctx).await,
         A::EnableKey => lifecycle::enable_key(ctx).await,
         A::DisableKey => lifecycle::disable_key(ctx).await,
         A::ScheduleKeyDeletion => lifecycle::schedule_key_deletion(ctx).await,

@@ -1,14 +1,21 @@
-//! Key policies (spec §2.2 `Policy`, seeds "managing keys"): parsing with every published rule,
-//! the default policy, and evaluation.
+//! Policies in the RAM statement grammar: key policies (spec §2.2 `Policy`, seeds "managing
+//! keys") and the identity policies of access keys (configuration), with every published rule,
+//! the default key policy, and evaluation.
 //!
 //! ```json
-//! {"Version":"1","Statement":[{"Sid":"…","Effect":"Allow","Principal":{"RAM":["acs:ram::<uid>:*"]},
-//!   "Action":["kms:*"],"Resource":["*"]}]}
+//! key policy:      {"Version":"1","Statement":[{"Sid":"…","Effect":"Allow",
+//!                   "Principal":{"RAM":["acs:ram::<uid>:*"]},"Action":["kms:*"],"Resource":["*"]}]}
+//! identity policy: {"Version":"1","Statement":[{"Effect":"Allow","Action":["kms:Encrypt"],
+//!                   "Resource":["acs:kms:cn-hangzhou:<uid>:key/*"]}]}
 //! ```
 //!
+//! A key policy names principals and applies to its key (`Resource` is `*`); an identity policy
+//! belongs to one access key, so it names no principal, and its `Resource` entries are ARN
+//! globs (`acs:kms:<region>:<uid>:key/<id>`, `…:keystore/<kst-id>`, `…:*`, or `*`).
+//!
 //! Evaluation: an explicit `Deny` that matches wins, then any matching `Allow`, else the call is
-//! refused (`Forbidden.NoPermission`). `Principal.RAM` entries and `Action` entries are globs
-//! (`*` matches any run of characters; actions compare case-insensitively, as RAM does).
+//! refused (`Forbidden.NoPermission`). `Principal.RAM`, `Action` and `Resource` entries are
+//! globs (`*` matches any run of characters; actions compare case-insensitively, as RAM does).
 //! `Condition` blocks are accepted but not evaluated, failing closed: an `Allow` with a
 //! condition grants nothing, a `Deny` with a condition always applies.
 
@@ -29,14 +36,37 @@ pub enum Effect {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Statement {
     effect: Effect,
+    /// `Principal.RAM` (key policies; empty in identity policies).
     principals: Vec<String>,
     actions: Vec<String>,
+    /// `Resource` (`["*"]` in key policies).
+    resources: Vec<String>,
     conditional: bool,
+}
+
+impl Statement {
+    fn grants(&self, permission: &str, resource: &str) -> bool {
+        self.actions.iter().any(|a| glob(a, permission, true))
+            && self.resources.iter().any(|r| glob(r, resource, false))
+    }
+}
+
+/// Which grammar a document follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Key,
+    Identity,
 }
 
 /// A validated key policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyPolicy {
+    statements: Vec<Statement>,
+}
+
+/// A validated identity policy: what one access key may do, on which resources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityPolicy {
     statements: Vec<Statement>,
 }
 
@@ -49,6 +79,51 @@ pub enum Decision {
     ExplicitDeny,
     /// Nothing matched.
     ImplicitDeny,
+}
+
+/// Permissions a principal other than the account root holds only through an identity policy
+/// that grants them: managing the HYOK link is a separate duty from using keys.
+pub const INSTANCE_ADMIN_PERMISSIONS: &[&str] =
+    &["kms:ConnectKmsInstance", "kms:DisconnectKmsInstance"];
+
+/// What an access key may do by itself, before any key policy is consulted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// The account root without an identity policy: everything.
+    Root,
+    /// Another principal without an identity policy: everything but instance administration
+    /// ([`INSTANCE_ADMIN_PERMISSIONS`]); key policies still decide about each key.
+    Member,
+    /// What the configured identity policy says.
+    Policy(IdentityPolicy),
+}
+
+impl Identity {
+    /// The identity's decision on `permission` for the resource with this ARN.
+    pub fn evaluate(&self, permission: &str, resource: &str) -> Decision {
+        match self {
+            Self::Root => Decision::Allow,
+            Self::Member
+                if INSTANCE_ADMIN_PERMISSIONS
+                    .iter()
+                    .any(|p| p.eq_ignore_ascii_case(permission)) =>
+            {
+                Decision::ImplicitDeny
+            }
+            Self::Member => Decision::Allow,
+            Self::Policy(policy) => policy.evaluate(permission, resource),
+        }
+    }
+}
+
+/// The identity policy and the resource's own policy (a key policy; `None` for resources that
+/// have none) together: an explicit Deny in either wins, and both must allow.
+pub fn combine(identity: Decision, resource: Option<Decision>) -> Decision {
+    match (identity, resource) {
+        (Decision::ExplicitDeny, _) | (_, Some(Decision::ExplicitDeny)) => Decision::ExplicitDeny,
+        (Decision::Allow, None | Some(Decision::Allow)) => Decision::Allow,
+        _ => Decision::ImplicitDeny,
+    }
 }
 
 /// The policy a key gets when CreateKey names none: the owning account may do everything.
@@ -67,54 +142,78 @@ pub fn default_policy(account_id: &str) -> String {
 }
 
 impl KeyPolicy {
-    /// Parses and validates a policy document; the error says what is wrong.
+    /// Parses and validates a key policy document; the error says what is wrong.
     pub fn parse(text: &str) -> Result<Self, String> {
-        if text.len() > MAX_POLICY_BYTES {
-            return Err(format!("longer than {MAX_POLICY_BYTES} bytes"));
-        }
-        let value: Value =
-            serde_json::from_str(text).map_err(|_| "not a JSON document".to_owned())?;
-        let Value::Object(root) = value else {
-            return Err("not a JSON object".into());
-        };
-        only_fields(&root, &["Version", "Statement"], "the policy")?;
-        if root.get("Version").and_then(Value::as_str) != Some("1") {
-            return Err("Version must be \"1\"".into());
-        }
-        let Some(Value::Array(statements)) = root.get("Statement") else {
-            return Err("Statement must be an array".into());
-        };
-        if statements.is_empty() {
-            return Err("Statement must not be empty".into());
-        }
-        let statements = statements
-            .iter()
-            .map(parse_statement)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { statements })
+        parse_document(text, Kind::Key).map(|statements| Self { statements })
     }
 
     /// Evaluates the policy for `principal` (an `acs:ram::…` ARN) calling `permission`
-    /// (`kms:Encrypt`, …).
+    /// (`kms:Encrypt`, …) on its key.
     pub fn evaluate(&self, principal: &str, permission: &str) -> Decision {
-        let matching = |s: &&Statement| {
-            s.principals.iter().any(|p| glob(p, principal, false))
-                && s.actions.iter().any(|a| glob(a, permission, true))
-        };
-        let mut allowed = false;
-        for statement in self.statements.iter().filter(matching) {
-            match statement.effect {
-                Effect::Deny => return Decision::ExplicitDeny,
-                Effect::Allow if !statement.conditional => allowed = true,
-                Effect::Allow => {}
-            }
-        }
-        if allowed {
-            Decision::Allow
-        } else {
-            Decision::ImplicitDeny
+        decide(
+            self.statements
+                .iter()
+                .filter(|s| s.principals.iter().any(|p| glob(p, principal, false)))
+                .filter(|s| s.grants(permission, "*")),
+        )
+    }
+}
+
+impl IdentityPolicy {
+    /// Parses and validates an identity policy document; the error says what is wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        parse_document(text, Kind::Identity).map(|statements| Self { statements })
+    }
+
+    /// Evaluates the policy for `permission` on the resource with this ARN.
+    pub fn evaluate(&self, permission: &str, resource: &str) -> Decision {
+        decide(
+            self.statements
+                .iter()
+                .filter(|s| s.grants(permission, resource)),
+        )
+    }
+}
+
+/// Deny wins over Allow; an Allow with a condition grants nothing (fail closed).
+fn decide<'a>(matching: impl Iterator<Item = &'a Statement>) -> Decision {
+    let mut allowed = false;
+    for statement in matching {
+        match statement.effect {
+            Effect::Deny => return Decision::ExplicitDeny,
+            Effect::Allow if !statement.conditional => allowed = true,
+            Effect::Allow => {}
         }
     }
+    if allowed {
+        Decision::Allow
+    } else {
+        Decision::ImplicitDeny
+    }
+}
+
+fn parse_document(text: &str, kind: Kind) -> Result<Vec<Statement>, String> {
+    if text.len() > MAX_POLICY_BYTES {
+        return Err(format!("longer than {MAX_POLICY_BYTES} bytes"));
+    }
+    let value: Value = serde_json::from_str(text).map_err(|_| "not a JSON document".to_owned())?;
+    let Value::Object(root) = value else {
+        return Err("not a JSON object".into());
+    };
+    only_fields(&root, &["Version", "Statement"], "the policy")?;
+    if root.get("Version").and_then(Value::as_str) != Some("1") {
+        return Err("Version must be \"1\"".into());
+    }
+    let Some(Value::Array(statements)) = root.get("Statement") else {
+        return Err("Statement must be an array".into());
+    };
+    if statements.is_empty() {
+        return Err("Statement must not be empty".into());
+    }
+    statements
+        .iter()
+        .map(|s| parse_statement(s, kind))
+        .collect()
 }
 
 fn only_fields(object: &Map<String, Value>, allowed: &[&str], what: &str) -> Result<(), String> {
@@ -152,7 +251,7 @@ fn strings(value: Option<&Value>, field: &str) -> Result<Vec<String>, String> {
     Ok(list)
 }
 
-fn parse_statement(value: &Value) -> Result<Statement, String> {
+fn parse_statement(value: &Value, kind: Kind) -> Result<Statement, String> {
     let Value::Object(object) = value else {
         return Err("every Statement must be an object".into());
     };
@@ -186,20 +285,29 @@ fn parse_statement(value: &Value) -> Result<Statement, String> {
         Some("Deny") => Effect::Deny,
         _ => return Err("Effect must be Allow or Deny".into()),
     };
-    let Some(Value::Object(principal)) = object.get("Principal") else {
-        return Err("Principal must be an object with a RAM list".into());
+    let principals = match (kind, object.get("Principal")) {
+        (Kind::Identity, None) => Vec::new(),
+        (Kind::Identity, Some(_)) => {
+            return Err(
+                "an identity policy names no Principal (it applies to its access key)".into(),
+            );
+        }
+        (Kind::Key, Some(Value::Object(principal))) => {
+            only_fields(principal, &["RAM"], "Principal")?;
+            let principals = strings(principal.get("RAM"), "Principal.RAM")?;
+            if let Some(bad) = principals
+                .iter()
+                .find(|p| *p != "*" && !p.starts_with("acs:ram::"))
+            {
+                return Err(format!(
+                    "Principal.RAM entry {:?} must be an acs:ram:: ARN",
+                    printable(bad)
+                ));
+            }
+            principals
+        }
+        (Kind::Key, _) => return Err("Principal must be an object with a RAM list".into()),
     };
-    only_fields(principal, &["RAM"], "Principal")?;
-    let principals = strings(principal.get("RAM"), "Principal.RAM")?;
-    if let Some(bad) = principals
-        .iter()
-        .find(|p| *p != "*" && !p.starts_with("acs:ram::"))
-    {
-        return Err(format!(
-            "Principal.RAM entry {:?} must be an acs:ram:: ARN",
-            printable(bad)
-        ));
-    }
     let actions = strings(object.get("Action"), "Action")?;
     if actions
         .iter()
@@ -207,8 +315,21 @@ fn parse_statement(value: &Value) -> Result<Statement, String> {
     {
         return Err("every Action must start with kms:".into());
     }
-    if strings(object.get("Resource"), "Resource")? != ["*"] {
-        return Err("Resource must be [\"*\"]".into());
+    let resources = strings(object.get("Resource"), "Resource")?;
+    match kind {
+        Kind::Key if resources != ["*"] => return Err("Resource must be [\"*\"]".into()),
+        Kind::Identity => {
+            if let Some(bad) = resources
+                .iter()
+                .find(|r| *r != "*" && !r.starts_with("acs:kms:"))
+            {
+                return Err(format!(
+                    "Resource entry {:?} must be * or an acs:kms: ARN",
+                    printable(bad)
+                ));
+            }
+        }
+        Kind::Key => {}
     }
     let conditional = match object.get("Condition") {
         None => false,
@@ -219,6 +340,7 @@ fn parse_statement(value: &Value) -> Result<Statement, String> {
         effect,
         principals,
         actions,
+        resources,
         conditional,
     })
 }
@@ -427,6 +549,86 @@ mod tests {
             "x".repeat(MAX_POLICY_BYTES)
         );
         assert!(KeyPolicy::parse(&huge).unwrap_err().contains("32768"));
+    }
+
+    #[test]
+    fn identity_policies() {
+        let doc = |statements: Value| {
+            serde_json::json!({"Version": "1", "Statement": statements}).to_string()
+        };
+        let crypto_only = IdentityPolicy::parse(&doc(serde_json::json!([
+            {"Effect": "Allow", "Action": ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey*"],
+             "Resource": ["acs:kms:cn-hangzhou:123:key/*"]},
+            {"Effect": "Deny", "Action": ["kms:Decrypt"], "Resource": "acs:kms:cn-hangzhou:123:key/key-secret"},
+        ])))
+        .unwrap();
+        let key = "acs:kms:cn-hangzhou:123:key/key-a";
+        assert_eq!(crypto_only.evaluate("kms:Encrypt", key), Decision::Allow);
+        assert_eq!(
+            crypto_only.evaluate("kms:GenerateDataKeyWithoutPlaintext", key),
+            Decision::Allow
+        );
+        assert_eq!(
+            crypto_only.evaluate("kms:Encrypt", "acs:kms:cn-shanghai:123:key/key-a"),
+            Decision::ImplicitDeny
+        );
+        assert_eq!(
+            crypto_only.evaluate("kms:DisableKey", key),
+            Decision::ImplicitDeny
+        );
+        assert_eq!(
+            crypto_only.evaluate("kms:Decrypt", "acs:kms:cn-hangzhou:123:key/key-secret"),
+            Decision::ExplicitDeny
+        );
+        assert_eq!(
+            crypto_only.evaluate(
+                "kms:DisconnectKmsInstance",
+                "acs:kms:cn-hangzhou:123:keystore/kst-x"
+            ),
+            Decision::ImplicitDeny
+        );
+        for (statement, reason) in [
+            (
+                serde_json::json!({"Effect": "Allow", "Principal": {"RAM": ["*"]}, "Action": "kms:*", "Resource": "*"}),
+                "Principal",
+            ),
+            (
+                serde_json::json!({"Effect": "Allow", "Action": "kms:*", "Resource": "acs:ecs:*"}),
+                "acs:kms:",
+            ),
+            (
+                serde_json::json!({"Effect": "Allow", "Action": "kms:*"}),
+                "Resource",
+            ),
+        ] {
+            let error = IdentityPolicy::parse(&doc(serde_json::json!([statement]))).unwrap_err();
+            assert!(error.contains(reason), "{error}");
+        }
+    }
+
+    #[test]
+    fn identities_and_their_combination_with_key_policies() {
+        let instance = "acs:kms:cn-hangzhou:123:keystore/kst-x";
+        assert_eq!(
+            Identity::Root.evaluate("kms:DisconnectKmsInstance", instance),
+            Decision::Allow
+        );
+        assert_eq!(
+            Identity::Member.evaluate("kms:disconnectkmsinstance", instance),
+            Decision::ImplicitDeny
+        );
+        assert_eq!(
+            Identity::Member.evaluate("kms:GetKmsInstance", instance),
+            Decision::Allow
+        );
+        use Decision::{Allow, ExplicitDeny, ImplicitDeny};
+        assert_eq!(combine(Allow, None), Allow);
+        assert_eq!(combine(Allow, Some(Allow)), Allow);
+        assert_eq!(combine(Allow, Some(ImplicitDeny)), ImplicitDeny);
+        assert_eq!(combine(ImplicitDeny, Some(Allow)), ImplicitDeny);
+        assert_eq!(combine(Allow, Some(ExplicitDeny)), ExplicitDeny);
+        assert_eq!(combine(ExplicitDeny, Some(Allow)), ExplicitDeny);
+        assert_eq!(combine(ImplicitDeny, Some(ExplicitDeny)), ExplicitDeny);
     }
 
     #[test]

@@ -12,10 +12,10 @@ use serde_json::{Value, json};
 use super::ctx::{Ctx, Reply};
 use super::error::ApiError;
 use crate::ids::{check_tag_key, check_tag_value};
-use crate::store::{Key, KeyFilter, Page, Tag};
+use crate::store::{Key, KeyFilter, StoreError, Tag};
 
 /// Most tags a key carries, and a request sets.
-pub const MAX_TAGS: usize = 20;
+pub const MAX_TAGS: usize = crate::store::MAX_TAGS_PER_KEY;
 /// Most resources of one new-API request.
 const MAX_RESOURCES: usize = 50;
 /// Rows per ListTagResources page.
@@ -62,18 +62,15 @@ pub fn parse_tags_json(name: &'static str, text: &str) -> Result<Vec<Tag>, ApiEr
     validate_tags(pairs)
 }
 
-/// Adds `tags` to a key, refusing to go past [`MAX_TAGS`] in total.
+/// Adds `tags` to a key; the store refuses to go past [`MAX_TAGS`] in total.
 async fn add_tags(ctx: &Ctx<'_>, key: &Key, tags: Vec<Tag>) -> Result<(), ApiError> {
-    let existing = ctx.state.store.list_tags(&key.key_id).await?;
-    let mut keys: HashSet<&str> = existing.iter().map(|t| t.tag_key.as_str()).collect();
-    keys.extend(tags.iter().map(|t| t.tag_key.as_str()));
-    if keys.len() > MAX_TAGS {
-        return Err(ApiError::invalid_because(
+    match ctx.state.store.set_tags(&key.key_id, tags).await {
+        Err(StoreError::TooManyTags { max }) => Err(ApiError::invalid_because(
             "Tags",
-            format!("a key carries at most {MAX_TAGS} tags"),
-        ));
+            format!("a key carries at most {max} tags"),
+        )),
+        other => Ok(other?),
     }
-    Ok(ctx.state.store.set_tags(&key.key_id, tags).await?)
 }
 
 fn refuse_other_resources(ctx: &Ctx<'_>) -> Result<(), ApiError> {
@@ -247,7 +244,7 @@ pub async fn untag_resources(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
 /// optionally only keys carrying every `Tag.N` (an empty value matches any), 200 rows a page.
 pub async fn list_tag_resources(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
     check_scope(ctx)?;
-    ctx.authorize_account()?;
+    ctx.authorize_action()?;
     let wanted: Vec<(String, String)> = ctx
         .params
         .tag_list()?
@@ -312,27 +309,10 @@ pub async fn list_tag_resources(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
     Ok(reply)
 }
 
-/// Every key of the account whose policy lets the caller list its tags.
+/// Every key of the account whose policies let the caller list its tags.
 async fn every_listable_key(ctx: &Ctx<'_>) -> Result<Vec<Key>, ApiError> {
-    let state = ctx.state;
-    let mut keys = Vec::new();
-    for number in 1.. {
-        let page = Page::new(number, Page::MAX_SIZE)?;
-        let paged = state
-            .store
-            .list_keys(&state.account_id, &state.region, KeyFilter::default(), page)
-            .await?;
-        let done = paged.items.len() < Page::MAX_SIZE as usize;
-        for key in paged.items {
-            if ctx.authorize(&key, ctx.action.permission()).await.is_ok() {
-                keys.push(key);
-            }
-        }
-        if done {
-            break;
-        }
-    }
-    Ok(keys)
+    ctx.visible_keys(KeyFilter::default(), ctx.action.permission())
+        .await
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@
 //! The suite panics with the name of the failed check; it returns the checks it ran.
 #![doc(hidden)]
 
+use schemas::kms::{KeySpec, ProtectionLevel};
 use schemas::xki::ExternalKeyId;
 
 use super::{BackendError, KeyBackend, KeyContext, NewVersion, VersionMaterial};
@@ -25,7 +26,7 @@ use crate::store::{ConnectionState, InstanceKind};
 
 /// The largest plaintext KMS Encrypt takes.
 pub const MAX_PLAINTEXT_BYTES: usize = 6144;
-const SPEC: &str = "Aliyun_AES_256";
+const SPEC: KeySpec = KeySpec::Aes256;
 const REGION: &str = "cn-hangzhou";
 const PRINCIPAL: &str = "acs:ram::1540355698848:user/conformance";
 
@@ -72,6 +73,7 @@ pub async fn run(backend: &dyn KeyBackend, external_key_id: Option<&ExternalKeyI
         .versions_apart(&a, &b, "payload of one key refused under another")
         .await;
     suite.rotation(&a).await;
+    suite.undeclared_families(&a).await;
     for version in [&a, &b] {
         if let Err(e) = backend.destroy_version(&version.material).await {
             panic!("conformance[destroy_version]: {e:?}");
@@ -95,6 +97,57 @@ fn context<'v>(version: &'v Version, external_key_id: Option<&'v ExternalKeyId>)
 }
 
 impl Suite<'_> {
+    /// Every operation family the backend does not declare is refused with `Unsupported`.
+    /// A declared family must be covered by its own checks here before a backend declares it.
+    async fn undeclared_families(&mut self, version: &Version) {
+        use schemas::kms::{AsymmetricAlgorithm, SigningAlgorithm};
+        let families = self.backend.capabilities().families;
+        let ctx = || context(version, self.external_key_id);
+        let refused = |what: &str, result: Result<(), BackendError>| match result {
+            Err(BackendError::Unsupported(_)) => {}
+            other => panic!("conformance[undeclared {what} refused]: {other:?}"),
+        };
+        let checks: [(&str, bool); 3] = [
+            ("sign", families.sign),
+            ("asymmetric encrypt", families.asymmetric_encrypt),
+            ("public key", families.public_key),
+        ];
+        for (family, declared) in checks {
+            assert!(
+                !declared,
+                "conformance[{family}]: declared, but the suite has no checks for it yet"
+            );
+        }
+        let digest = [7u8; 32];
+        let b = self.backend;
+        refused(
+            "sign",
+            b.sign(ctx(), SigningAlgorithm::RsaPssSha256, &digest)
+                .await
+                .map(drop),
+        );
+        refused(
+            "verify",
+            b.verify(ctx(), SigningAlgorithm::EcdsaSha256, &digest, &[0; 64])
+                .await
+                .map(drop),
+        );
+        refused(
+            "asymmetric encrypt",
+            b.asymmetric_encrypt(ctx(), AsymmetricAlgorithm::RsaesOaepSha256, b"x")
+                .await
+                .map(drop),
+        );
+        refused(
+            "asymmetric decrypt",
+            b.asymmetric_decrypt(ctx(), AsymmetricAlgorithm::RsaesOaepSha1, &[0; 256])
+                .await
+                .map(drop),
+        );
+        refused("public key", b.public_key(ctx()).await.map(drop));
+        self.passed("undeclared families refused");
+    }
+
     fn passed(&mut self, check: &'static str) {
         self.report.checks.push(check);
     }
@@ -159,8 +212,9 @@ impl Suite<'_> {
             caps.key_specs.contains(&SPEC),
             "conformance[{check}]: every instance kind makes {SPEC}"
         );
-        assert!(
-            ["SOFTWARE", "HSM"].contains(&caps.protection_level),
+        assert_eq!(
+            caps.protection_level == ProtectionLevel::Software,
+            self.backend.kind() == InstanceKind::Software,
             "conformance[{check}]: protection level {}",
             caps.protection_level
         );
@@ -195,7 +249,8 @@ impl Suite<'_> {
         let request = NewVersion {
             key_id: &key_id,
             version_id: &version_id,
-            key_spec: "Unknown_Spec_For_Conformance",
+            // A spec no symmetric backend makes yet.
+            key_spec: KeySpec::EcSm2,
             external_key_id: self.external_key_id,
             principal: PRINCIPAL,
             request_id: "conformance",
@@ -204,6 +259,14 @@ impl Suite<'_> {
             Err(BackendError::Unsupported(_) | BackendError::InvalidParameter(_)) => {}
             other => panic!("conformance[unsupported spec refused]: {other:?}"),
         }
+        assert!(
+            !self
+                .backend
+                .capabilities()
+                .key_specs
+                .contains(&KeySpec::EcSm2),
+            "conformance[unsupported spec refused]: pick another spec"
+        );
         self.passed("unsupported spec refused");
         if self.backend.capabilities().needs_external_key_id {
             let request = NewVersion {

@@ -5,7 +5,14 @@
 //! The API layer owns metadata (the store) and the state × operation matrix; a backend only
 //! makes material for a new key version and runs crypto with it. Payloads returned by
 //! `encrypt` go after the version id in the ciphertext blob (`crate::blob`).
+//!
+//! Operation families: symmetric encrypt/decrypt (every backend), versions and rotation,
+//! sign/verify, asymmetric encrypt/decrypt, public key. A backend declares the families it
+//! offers in [`Capabilities::families`]; the trait's default for every optional family is the
+//! refusal [`BackendError::Unsupported`], which the conformance suite checks on every backend
+//! that does not declare it.
 
+use schemas::kms::{AsymmetricAlgorithm, KeySpec, ProtectionLevel, SigningAlgorithm};
 use schemas::xki::ExternalKeyId;
 use zeroize::Zeroizing;
 
@@ -16,15 +23,31 @@ pub mod conformance;
 pub mod external;
 pub mod software;
 
+/// Operation families beyond symmetric encrypt/decrypt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Families {
+    /// AsymmetricSign / AsymmetricVerify.
+    pub sign: bool,
+    /// AsymmetricEncrypt / AsymmetricDecrypt.
+    pub asymmetric_encrypt: bool,
+    /// GetPublicKey.
+    pub public_key: bool,
+}
+
 /// What a backend can do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capabilities {
-    /// Key specs it can create (`Aliyun_AES_256`, …).
-    pub key_specs: &'static [&'static str],
-    /// `ProtectionLevel` of its keys (`SOFTWARE` or `HSM`).
-    pub protection_level: &'static str,
+    /// Families beyond symmetric encrypt/decrypt.
+    pub families: Families,
+    /// Key specs it can create.
+    pub key_specs: &'static [KeySpec],
+    /// `ProtectionLevel` of its keys.
+    pub protection_level: ProtectionLevel,
     /// Whether keys can gain versions (rotation, CreateKeyVersion).
     pub rotation: bool,
+    /// Whether KMS manages (and shows) the versions of its keys; the versions of external
+    /// keys live in the external key manager, so the version APIs refuse them (seed 000).
+    pub versions: bool,
     /// Whether key material can be imported (`Origin=EXTERNAL`).
     pub import: bool,
     /// Whether CreateKey needs an `ExternalKeyId` (external instances).
@@ -71,6 +94,16 @@ pub enum ConnectionError {
 }
 
 impl ConnectionError {
+    /// Whether waiting can cure it (the proxy or its HSMs are down or slow), as opposed to a
+    /// configuration an operator must fix. Crypto on an instance in a transient `Error` answers
+    /// the retryable `ServiceUnavailableTemporary`.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            Self::NotReachable | Self::TimedOut | Self::InternalError
+        )
+    }
+
     /// The code shown to operators.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -133,8 +166,8 @@ pub struct NewVersion<'a> {
     pub key_id: &'a KeyId,
     /// The new version.
     pub version_id: &'a KeyVersionId,
-    /// Key spec (`Aliyun_AES_256`, …).
-    pub key_spec: &'a str,
+    /// Key spec.
+    pub key_spec: KeySpec,
     /// The external key to bind (external instances; checked with the proxy).
     pub external_key_id: Option<&'a ExternalKeyId>,
     /// Caller principal.
@@ -151,9 +184,14 @@ pub enum BackendError {
     /// The ciphertext does not authenticate (tampered, wrong context).
     #[error("the ciphertext does not authenticate")]
     InvalidCiphertext,
-    /// The backend cannot be used now: instance not connected, proxy or HSM unreachable.
+    /// The backend cannot be used until an operator acts: instance disconnected, credentials
+    /// or TLS refused, the proxy does not know the route.
     #[error("{0}")]
     Unavailable(String),
+    /// The backend is down or failing for now (proxy or HSM unreachable, the proxy's own
+    /// dependency failed); retrying later may work.
+    #[error("{0}")]
+    TemporarilyUnavailable(String),
     /// The external key is not ENABLED in the XKI proxy.
     #[error("the external key is disabled in the XKI proxy")]
     ExternalKeyDisabled,
@@ -213,6 +251,62 @@ pub trait KeyBackend: Send + Sync + 'static {
         payload: &[u8],
         aad: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, BackendError>;
+
+    /// Signs a SHA-256 `digest` (AsymmetricSign). Family `sign`.
+    async fn sign(
+        &self,
+        _key: KeyContext<'_>,
+        _algorithm: SigningAlgorithm,
+        _digest: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
+        Err(BackendError::Unsupported(
+            "this instance kind does not sign",
+        ))
+    }
+
+    /// Whether `signature` is valid for `digest` (AsymmetricVerify). Family `sign`.
+    async fn verify(
+        &self,
+        _key: KeyContext<'_>,
+        _algorithm: SigningAlgorithm,
+        _digest: &[u8],
+        _signature: &[u8],
+    ) -> Result<bool, BackendError> {
+        Err(BackendError::Unsupported(
+            "this instance kind does not verify signatures",
+        ))
+    }
+
+    /// Encrypts with the public key (AsymmetricEncrypt). Family `asymmetric_encrypt`.
+    async fn asymmetric_encrypt(
+        &self,
+        _key: KeyContext<'_>,
+        _algorithm: AsymmetricAlgorithm,
+        _plaintext: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
+        Err(BackendError::Unsupported(
+            "this instance kind has no asymmetric encryption",
+        ))
+    }
+
+    /// Decrypts with the private key (AsymmetricDecrypt). Family `asymmetric_encrypt`.
+    async fn asymmetric_decrypt(
+        &self,
+        _key: KeyContext<'_>,
+        _algorithm: AsymmetricAlgorithm,
+        _ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+        Err(BackendError::Unsupported(
+            "this instance kind has no asymmetric decryption",
+        ))
+    }
+
+    /// The version's public key, DER SubjectPublicKeyInfo (GetPublicKey). Family `public_key`.
+    async fn public_key(&self, _key: KeyContext<'_>) -> Result<Vec<u8>, BackendError> {
+        Err(BackendError::Unsupported(
+            "this instance kind has no public keys",
+        ))
+    }
 
     /// Forgets a version's material when its key is deleted (destroys HSM objects; no-op for
     /// software material, which goes with its row, and for external keys, which the proxy owns).

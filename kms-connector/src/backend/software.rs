@@ -15,6 +15,7 @@
 //! Asymmetric specs, import and rotation policy come later; `key_spec` is checked so that they
 //! can be added as new arms rather than new backends.
 
+use schemas::kms::{KeySpec, ProtectionLevel};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -29,7 +30,8 @@ use crate::ids::{KeyId, KeyVersionId};
 use crate::store::InstanceKind;
 
 /// The one key spec software instances make today.
-pub const AES_256: &str = "Aliyun_AES_256";
+/// The one key spec this backend makes.
+pub const AES_256: KeySpec = KeySpec::Aes256;
 const KEY_BYTES: usize = 32;
 const NONCE_BYTES: usize = 12;
 const TAG_BYTES: usize = 16;
@@ -135,23 +137,15 @@ fn warn_if_shared(path: &Path) {
 #[cfg(not(unix))]
 fn warn_if_shared(_path: &Path) {}
 
-/// The software instance's backend.
-pub struct SoftwareBackend {
-    /// The root key, expanded once; its key schedule is wiped on drop.
-    root: Aes256Gcm,
-    /// Format byte and root key id, first in every sealed row.
+/// One root key, expanded once (its key schedule is wiped on drop), and the header (format
+/// byte and root key id) it writes first in every sealed row.
+struct Sealer {
+    cipher: Aes256Gcm,
     header: [u8; HEADER_BYTES],
 }
 
-impl fmt::Debug for SoftwareBackend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SoftwareBackend { root_key: [redacted] }")
-    }
-}
-
-impl SoftwareBackend {
-    /// A backend sealing under `root_key`.
-    pub fn new(root_key: RootKey) -> Self {
+impl Sealer {
+    fn new(root_key: &RootKey) -> Self {
         use sha2::Digest as _;
         let digest = sha2::Sha256::new()
             .chain_update(b"hyok software root key id\0")
@@ -160,9 +154,85 @@ impl SoftwareBackend {
         let mut header = [SEALED_FORMAT, 0, 0, 0, 0];
         header[1..].copy_from_slice(&digest[..4]);
         Self {
-            root: Aes256Gcm::new((&*root_key.0).into()),
+            cipher: Aes256Gcm::new((&*root_key.0).into()),
             header,
         }
+    }
+}
+
+/// The software instance's backend: seals under the current root key, unseals under it or any
+/// previous one still configured (during a root key rotation).
+pub struct SoftwareBackend {
+    current: Sealer,
+    previous: Vec<Sealer>,
+}
+
+/// What [`SoftwareBackend::reseal`] did with one sealed row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resealed {
+    /// Already sealed under the current root key.
+    Current,
+    /// Sealed anew under the current root key (the same data key).
+    Sealed(Vec<u8>),
+}
+
+/// The root key id of a sealed row (hex of the 4 id bytes of its header), if it has the layout.
+pub fn sealed_root_key_id(sealed: &[u8]) -> Option<String> {
+    (sealed.len() == SEALED_BYTES && sealed[0] == SEALED_FORMAT)
+        .then(|| hex::encode(&sealed[1..HEADER_BYTES]))
+}
+
+impl fmt::Debug for SoftwareBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SoftwareBackend")
+            .field("root_key_id", &self.root_key_id())
+            .field("previous_root_keys", &self.previous.len())
+            .finish()
+    }
+}
+
+impl SoftwareBackend {
+    /// A backend sealing under `root_key`.
+    pub fn new(root_key: RootKey) -> Self {
+        Self::with_previous(root_key, Vec::new())
+    }
+
+    /// A backend sealing under `root_key` that still unseals rows sealed under `previous`
+    /// (while `kms-connector root-key rotate` re-seals them).
+    pub fn with_previous(root_key: RootKey, previous: Vec<RootKey>) -> Self {
+        Self {
+            current: Sealer::new(&root_key),
+            previous: previous.iter().map(Sealer::new).collect(),
+        }
+    }
+
+    /// The current root key's id (hex), as sealed rows name it.
+    pub fn root_key_id(&self) -> String {
+        hex::encode(&self.current.header[1..])
+    }
+
+    /// The ids (hex) of every root key this backend can unseal with, current first.
+    pub fn known_root_key_ids(&self) -> Vec<String> {
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .map(|s| hex::encode(&s.header[1..]))
+            .collect()
+    }
+
+    /// Re-seals a row of `key_id` / `version_id` under the current root key, keeping its data
+    /// key. An error when no configured root key unseals it.
+    pub fn reseal(
+        &self,
+        key_id: &KeyId,
+        version_id: &KeyVersionId,
+        sealed: &[u8],
+    ) -> Result<Resealed, BackendError> {
+        if sealed.get(..HEADER_BYTES) == Some(&self.current.header[..]) {
+            return Ok(Resealed::Current);
+        }
+        let data_key = self.unseal_row(key_id, version_id, sealed)?;
+        self.seal(key_id, version_id, &data_key)
+            .map(Resealed::Sealed)
     }
 
     /// Seals a data key for `key_id` / `version_id`.
@@ -176,48 +246,63 @@ impl SoftwareBackend {
         // Room for the tag up front: a reallocation would leave a clear copy behind.
         let mut buffer = Zeroizing::new(Vec::with_capacity(KEY_BYTES + TAG_BYTES));
         buffer.extend_from_slice(data_key);
-        self.root
+        let current = &self.current;
+        current
+            .cipher
             .encrypt_in_place(
                 Nonce::from_slice(&nonce),
-                &sealing_aad(&self.header, key_id, version_id),
+                &sealing_aad(&current.header, key_id, version_id),
                 &mut *buffer,
             )
             .map_err(|_| BackendError::Internal("sealing failed".into()))?;
         let mut sealed = Vec::with_capacity(SEALED_BYTES);
-        sealed.extend_from_slice(&self.header);
+        sealed.extend_from_slice(&current.header);
         sealed.extend_from_slice(&nonce);
         sealed.extend_from_slice(&buffer);
         Ok(sealed)
     }
 
     /// Unseals the data key of a version. Failure means the row was moved, corrupted, or sealed
-    /// under another root key: an internal fault, not the caller's ciphertext.
+    /// under a root key that is not configured: an internal fault, not the caller's ciphertext.
     fn unseal(&self, key: &KeyContext<'_>) -> Result<Zeroizing<[u8; KEY_BYTES]>, BackendError> {
         let sealed = key.material.sealed.as_deref().ok_or_else(|| {
             BackendError::Internal("software version without sealed material".into())
         })?;
+        self.unseal_row(key.key_id, key.version_id, sealed)
+    }
+
+    fn unseal_row(
+        &self,
+        key_id: &KeyId,
+        version_id: &KeyVersionId,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<[u8; KEY_BYTES]>, BackendError> {
         if sealed.len() != SEALED_BYTES {
             return Err(BackendError::Internal(
                 "sealed material has the wrong length".into(),
             ));
         }
         let (header, rest) = sealed.split_at(HEADER_BYTES);
-        if header != self.header {
-            tracing::error!(target: "kms_connector::software", key_id = %key.key_id, version_id = %key.version_id, "sealed material names another format or root key");
+        let Some(sealer) = std::iter::once(&self.current)
+            .chain(&self.previous)
+            .find(|s| s.header == header)
+        else {
+            tracing::error!(target: "kms_connector::software", key_id = %key_id, version_id = %version_id, root_key_id = %hex::encode(&header[1..]), "sealed material names another format or a root key that is not configured");
             return Err(BackendError::Internal(
-                "sealed under another root key".into(),
+                "sealed under a root key that is not configured".into(),
             ));
-        }
+        };
         let (nonce, body) = rest.split_at(NONCE_BYTES);
         let mut buffer = Zeroizing::new(body.to_vec());
-        self.root
+        sealer
+            .cipher
             .decrypt_in_place(
                 Nonce::from_slice(nonce),
-                &sealing_aad(&self.header, key.key_id, key.version_id),
+                &sealing_aad(&sealer.header, key_id, version_id),
                 &mut *buffer,
             )
             .map_err(|_| {
-                tracing::error!(target: "kms_connector::software", key_id = %key.key_id, version_id = %key.version_id, "sealed material does not unseal under the root key");
+                tracing::error!(target: "kms_connector::software", key_id = %key_id, version_id = %version_id, "sealed material does not unseal under the root key");
                 BackendError::Internal("sealed material does not unseal".into())
             })?;
         let data_key = <[u8; KEY_BYTES]>::try_from(buffer.as_slice())
@@ -257,9 +342,11 @@ impl KeyBackend for SoftwareBackend {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
+            families: super::Families::default(),
             key_specs: &[AES_256],
-            protection_level: "SOFTWARE",
+            protection_level: ProtectionLevel::Software,
             rotation: true,
+            versions: true,
             import: false,
             needs_external_key_id: false,
         }
@@ -372,7 +459,72 @@ mod tests {
         ));
         let key = RootKey::from_bytes([0xab; 32]);
         assert_eq!(format!("{key:?}"), "RootKey([redacted])");
-        assert!(!format!("{:?}", SoftwareBackend::new(key)).contains("ab"));
+        let shown = format!("{:?}", SoftwareBackend::new(key));
+        assert!(!shown.contains("abab") && !shown.contains("171"), "{shown}");
+    }
+
+    #[tokio::test]
+    async fn reseal_keeps_the_data_key_under_a_new_root_key() {
+        let old = SoftwareBackend::new(RootKey::from_bytes([1; 32]));
+        let (k, v) = (KeyId::generate("cn-hangzhou"), KeyVersionId::generate());
+        let material = old.new_version(version(&k, &v)).await.unwrap();
+        let sealed = material.sealed.clone().unwrap();
+        let ctx = |material| KeyContext {
+            key_id: &k,
+            key_arn: "arn",
+            version_id: &v,
+            material,
+            external_key_id: None,
+            principal: "p",
+            operation: "Encrypt",
+            request_id: "r",
+        };
+        let payload = old.encrypt(ctx(&material), b"kept", b"aad").await.unwrap();
+
+        let rotating = SoftwareBackend::with_previous(
+            RootKey::from_bytes([2; 32]),
+            vec![RootKey::from_bytes([1; 32])],
+        );
+        assert_eq!(rotating.known_root_key_ids().len(), 2);
+        // Still readable before the rotation, through the previous key.
+        assert_eq!(
+            &*rotating
+                .decrypt(ctx(&material), &payload, b"aad")
+                .await
+                .unwrap(),
+            b"kept"
+        );
+        let Resealed::Sealed(resealed) = rotating.reseal(&k, &v, &sealed).unwrap() else {
+            panic!("not re-sealed")
+        };
+        assert_eq!(sealed_root_key_id(&resealed), Some(rotating.root_key_id()));
+        assert_eq!(
+            rotating.reseal(&k, &v, &resealed).unwrap(),
+            Resealed::Current
+        );
+        // Same data key: the old ciphertext opens under the re-sealed row with the new key only.
+        let only_new = SoftwareBackend::new(RootKey::from_bytes([2; 32]));
+        let moved = VersionMaterial {
+            sealed: Some(resealed),
+            backend_ref: None,
+        };
+        assert_eq!(
+            &*only_new
+                .decrypt(ctx(&moved), &payload, b"aad")
+                .await
+                .unwrap(),
+            b"kept"
+        );
+        // The old row does not open without its key; another key's row does not reseal.
+        assert!(
+            only_new
+                .decrypt(ctx(&material), &payload, b"aad")
+                .await
+                .is_err()
+        );
+        assert!(only_new.reseal(&k, &v, &sealed).is_err());
+        let other = KeyVersionId::generate();
+        assert!(rotating.reseal(&k, &other, &sealed).is_err());
     }
 
     #[tokio::test]
@@ -411,7 +563,7 @@ mod tests {
         ));
         let refused = backend
             .new_version(NewVersion {
-                key_spec: "RSA_2048",
+                key_spec: KeySpec::Rsa2048,
                 ..version(&k1, &v1)
             })
             .await;

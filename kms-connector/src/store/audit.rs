@@ -3,6 +3,7 @@
 use diesel::prelude::*;
 
 use super::Store;
+use super::conn::write_transaction;
 use super::error::{Entity, StoreError, on};
 use super::models::{AuditEvent, AuditQuery};
 use super::schema::audit_events;
@@ -21,6 +22,30 @@ impl Store {
                 .execute(conn)
                 .map_err(on(Entity::AuditEvent))?;
             Ok(())
+        })
+        .await
+    }
+
+    /// Deletes at most `batch` events older than `before`, oldest first; returns how many.
+    /// (Small batches keep each write transaction short; call again until it returns less.)
+    pub async fn purge_audit_before(
+        &self,
+        before: UnixMillis,
+        batch: u32,
+    ) -> Result<usize, StoreError> {
+        self.run(move |conn| {
+            write_transaction(conn, |conn| {
+                let oldest: Vec<i64> = audit_events::table
+                    .filter(audit_events::time.lt(before.0))
+                    .order(audit_events::seq.asc())
+                    .limit(i64::from(batch))
+                    .select(audit_events::seq)
+                    .load(conn)?;
+                Ok(
+                    diesel::delete(audit_events::table.filter(audit_events::seq.eq_any(oldest)))
+                        .execute(conn)?,
+                )
+            })
         })
         .await
     }
@@ -56,17 +81,6 @@ impl Store {
                 .limit(i64::from(query.limit))
                 .select(AuditEvent::as_select())
                 .load(conn)?)
-        })
-        .await
-    }
-
-    /// Deletes events older than `before` (retention); returns how many.
-    pub async fn purge_audit_before(&self, before: UnixMillis) -> Result<usize, StoreError> {
-        self.run(move |conn| {
-            Ok(
-                diesel::delete(audit_events::table.filter(audit_events::time.lt(before.0)))
-                    .execute(conn)?,
-            )
         })
         .await
     }

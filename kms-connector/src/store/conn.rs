@@ -137,26 +137,35 @@ impl ManageConnection for DbManager {
     }
 }
 
-/// Per-connection SQLite settings, applied to every connection the pool opens. WAL lets readers
-/// run beside the one writer; `busy_timeout` makes a writer wait for the lock instead of failing
-/// at once; foreign keys are off by default in SQLite and the schema relies on them.
+/// Per-connection settings, applied to every connection the pool opens.
+///
+/// SQLite: WAL lets readers run beside the one writer; `busy_timeout` makes a writer wait for
+/// the lock (at most that long) instead of failing at once; foreign keys are off by default in
+/// SQLite and the schema relies on them. PostgreSQL: `statement_timeout` and `lock_timeout`
+/// bound how long one statement may wait, so a stalled database fails fast.
 #[derive(Debug, Clone, Copy)]
-struct SqlitePragmas {
+struct SessionSettings {
     busy_timeout: Duration,
+    statement_timeout: Duration,
 }
 
-impl CustomizeConnection<DbConnection, r2d2::Error> for SqlitePragmas {
+impl CustomizeConnection<DbConnection, r2d2::Error> for SessionSettings {
     fn on_acquire(&self, conn: &mut DbConnection) -> Result<(), r2d2::Error> {
-        if let DbConnection::Sqlite(conn) = conn {
-            // busy_timeout first, so that switching to WAL waits for a concurrent opener.
-            conn.batch_execute(&format!(
-                "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; \
-                 PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-                self.busy_timeout.as_millis()
-            ))
-            .map_err(r2d2::Error::QueryError)?;
+        match conn {
+            DbConnection::Sqlite(conn) => {
+                // busy_timeout first, so that switching to WAL waits for a concurrent opener.
+                conn.batch_execute(&format!(
+                    "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; \
+                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                    self.busy_timeout.as_millis()
+                ))
+            }
+            DbConnection::Postgres(conn) => conn.batch_execute(&format!(
+                "SET statement_timeout = {0}; SET lock_timeout = {0};",
+                self.statement_timeout.as_millis()
+            )),
         }
-        Ok(())
+        .map_err(r2d2::Error::QueryError)
     }
 }
 
@@ -166,45 +175,101 @@ pub struct StoreOptions {
     /// Most connections the pool holds (SQLite serialises writers anyway; readers run in
     /// parallel under WAL).
     pub max_connections: u32,
-    /// How long a caller waits for a free pooled connection.
-    pub connection_timeout: Duration,
-    /// How long a SQLite writer waits for the database lock.
-    pub sqlite_busy_timeout: Duration,
+    /// The longest one store call takes before it fails with a retryable `Unavailable`:
+    /// waiting for a pooled connection, for the SQLite write lock or a PostgreSQL row lock,
+    /// and the statements themselves all fit in it. A stalled database gives fast errors, not
+    /// hung requests.
+    pub operation_timeout: Duration,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             max_connections: 8,
-            connection_timeout: Duration::from_secs(10),
-            sqlite_busy_timeout: Duration::from_secs(5),
+            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
         }
     }
 }
 
+/// [`StoreOptions::operation_timeout`] by default.
+pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long the schema migration at start waits for another replica's (which holds the lock
+/// while it migrates a fresh database).
+const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(60);
+
 /// Builds the pool and brings the schema up to date (blocking).
 pub(crate) fn open_pool(target: Target, options: &StoreOptions) -> Result<DbPool, StoreError> {
     if let Target::Sqlite(path) = &target {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Database(format!("cannot create the SQLite directory: {e}"))
-            })?;
-        }
+        create_private_file(path)?;
     }
-    let pool = r2d2::Pool::builder()
+    let timeout = options.operation_timeout;
+    let target = match target {
+        Target::Postgres(url) => Target::Postgres(with_connect_timeout(&url, timeout)),
+        sqlite => sqlite,
+    };
+    let manager = DbManager { target };
+    // Migrations on a connection of their own, which may wait long for another replica that
+    // migrates the same fresh database; requests then wait at most one operation timeout.
+    let mut conn = manager
+        .connect()
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    SessionSettings {
+        busy_timeout: MIGRATION_LOCK_WAIT,
+        statement_timeout: MIGRATION_LOCK_WAIT,
+    }
+    .on_acquire(&mut conn)
+    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    run_migrations(&mut conn)?;
+    drop(conn);
+    r2d2::Pool::builder()
         .max_size(options.max_connections.max(1))
         .min_idle(Some(1))
-        .connection_timeout(options.connection_timeout)
-        .connection_customizer(Box::new(SqlitePragmas {
-            busy_timeout: options.sqlite_busy_timeout,
+        .connection_timeout(timeout)
+        .connection_customizer(Box::new(SessionSettings {
+            busy_timeout: timeout,
+            statement_timeout: timeout,
         }))
-        .build(DbManager { target })
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-    let mut conn = pool
-        .get()
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-    run_migrations(&mut conn)?;
-    Ok(pool)
+        .build(manager)
+        .map_err(|e| StoreError::Unavailable(e.to_string()))
+}
+
+/// Creates a missing SQLite file (and its directory) readable by its owner only: 0600 / 0700.
+/// SQLite gives its `-wal` and `-shm` files the database file's permissions.
+fn create_private_file(path: &std::path::Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| {
+                StoreError::Database(format!("cannot create the SQLite directory: {e}"))
+            })?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Database(format!(
+            "cannot create the SQLite file: {e}"
+        ))),
+    }
+}
+
+/// `url` with libpq's `connect_timeout` (whole seconds, at least 2, as libpq requires) unless
+/// it names one already.
+fn with_connect_timeout(url: &str, timeout: Duration) -> String {
+    if url.contains("connect_timeout=") {
+        return url.to_owned();
+    }
+    let secs = timeout.as_secs().max(2);
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}connect_timeout={secs}")
 }
 
 fn run_migrations(conn: &mut DbConnection) -> Result<(), StoreError> {
@@ -335,6 +400,38 @@ mod tests {
         }
     }
 
+    #[test]
+    fn new_sqlite_files_are_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/db/kms.db");
+        let pool = open_pool(Target::Sqlite(path.clone()), &StoreOptions::default()).unwrap();
+        let mut conn = pool.get().unwrap();
+        conn.batch_execute("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&path.with_extension("db-wal")), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+    }
+
+    #[test]
+    fn postgres_urls_get_a_connect_timeout() {
+        let t = Duration::from_millis(500);
+        assert_eq!(
+            with_connect_timeout("postgres://u@h/db", t),
+            "postgres://u@h/db?connect_timeout=2"
+        );
+        assert_eq!(
+            with_connect_timeout("postgres://u@h/db?sslmode=require", Duration::from_secs(5)),
+            "postgres://u@h/db?sslmode=require&connect_timeout=5"
+        );
+        assert_eq!(
+            with_connect_timeout("postgres://u@h/db?connect_timeout=9", t),
+            "postgres://u@h/db?connect_timeout=9"
+        );
+    }
+
     #[derive(QueryableByName)]
     struct Number {
         #[diesel(sql_type = BigInt)]
@@ -351,7 +448,7 @@ mod tests {
     fn every_pooled_sqlite_connection_gets_the_pragmas() {
         let dir = tempfile::tempdir().unwrap();
         let options = StoreOptions {
-            sqlite_busy_timeout: Duration::from_millis(4321),
+            operation_timeout: Duration::from_millis(4321),
             ..StoreOptions::default()
         };
         let pool = open_pool(Target::Sqlite(dir.path().join("p.db")), &options).unwrap();

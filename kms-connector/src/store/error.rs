@@ -60,6 +60,12 @@ pub enum StoreError {
     /// window that has not ended, a referenced row in use, …).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A key would carry more tags than it may.
+    #[error("a key carries at most {max} tags")]
+    TooManyTags {
+        /// The limit.
+        max: usize,
+    },
     /// The caller passed a value the store cannot hold (bad page, bad version id, …).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -106,8 +112,13 @@ impl From<DieselError> for StoreError {
     }
 }
 
+/// A lock the database did not grant within its timeout: SQLite's busy timeout, or
+/// PostgreSQL's `statement_timeout` / `lock_timeout`. Retrying may succeed.
 fn is_sqlite_busy(message: &str) -> bool {
-    message.contains("database is locked") || message.contains("database table is locked")
+    message.contains("database is locked")
+        || message.contains("database table is locked")
+        || message.contains("canceling statement due to statement timeout")
+        || message.contains("canceling statement due to lock timeout")
 }
 
 /// Maps a diesel error seen while reading or writing `entity`: a missing row becomes

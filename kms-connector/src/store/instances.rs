@@ -53,7 +53,9 @@ impl Store {
         .await
     }
 
-    /// Records a connection state change (and the error code with `Error`; `None` clears it).
+    /// Records a connection state change (and the error code with `Error`; `None` clears it)
+    /// unconditionally: the operator's connect (`Connecting`) or disconnect, which every
+    /// replica follows.
     pub async fn update_instance_connection(
         &self,
         instance_id: &str,
@@ -75,6 +77,42 @@ impl Store {
                     return Err(StoreError::NotFound(Entity::Instance));
                 }
                 load_instance(conn, &instance_id)
+            })
+        })
+        .await
+    }
+
+    /// Records what a replica observed of a connection the operator wants up (`Connected`, or
+    /// `Error` with its code), unless the stored state says the operator wants it down
+    /// (`Disconnected`, `Uninitialized`): a health answer that was in flight when another
+    /// replica disconnected never undoes the disconnect. Returns whether the row changed.
+    pub async fn observe_instance_connection(
+        &self,
+        instance_id: &str,
+        state: ConnectionState,
+        error_code: Option<String>,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let instance_id = instance_id.to_owned();
+        self.run(move |conn| {
+            write_transaction(conn, |conn| {
+                let updated = diesel::update(
+                    instances::table.find(&instance_id).filter(
+                        instances::connection_state
+                            .eq_any(ConnectionState::WANTED_UP.iter().map(|s| s.as_str())),
+                    ),
+                )
+                .set((
+                    instances::connection_state.eq(state.as_str()),
+                    instances::connection_error_code.eq(error_code),
+                    instances::updated_at.eq(now.0),
+                ))
+                .execute(conn)?;
+                if updated == 0 {
+                    // Refused by the filter, or no such instance.
+                    load_instance(conn, &instance_id)?;
+                }
+                Ok(updated > 0)
             })
         })
         .await

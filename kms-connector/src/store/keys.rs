@@ -50,8 +50,8 @@ impl Store {
                     account_id: new.account_id,
                     region: new.region,
                     instance_id: new.instance_id,
-                    key_spec: new.key_spec,
-                    key_usage: new.key_usage,
+                    key_spec: new.key_spec.as_str().to_owned(),
+                    key_usage: new.key_usage.as_str().to_owned(),
                     origin: new.origin.as_str().to_owned(),
                     protection_level: new.protection_level.as_str().to_owned(),
                     key_state: new.key_state.as_str().to_owned(),
@@ -147,14 +147,19 @@ impl Store {
         .await
     }
 
-    /// Ids of keys pending deletion whose `DeleteDate` is at or before `now`, earliest first.
+    /// Ids of an instance's keys pending deletion whose `DeleteDate` is at or before `now`,
+    /// earliest first. Per instance, so that a replica sweeps the instances it serves and one
+    /// instance's backlog never starves another's.
     pub async fn keys_due_for_deletion(
         &self,
+        instance_id: &str,
         now: UnixMillis,
         limit: u32,
     ) -> Result<Vec<String>, StoreError> {
+        let instance_id = instance_id.to_owned();
         self.run(move |conn| {
             Ok(keys::table
+                .filter(keys::instance_id.eq(&instance_id))
                 .filter(keys::key_state.eq(KeyState::PendingDeletion.as_str()))
                 .filter(keys::delete_date.le(now.0))
                 .order((keys::delete_date.asc(), keys::key_id.asc()))
@@ -165,15 +170,18 @@ impl Store {
         .await
     }
 
-    /// Ids of `Enabled` keys with automatic rotation `Enabled` whose `NextRotationDate` is at
-    /// or before `now`, earliest first.
+    /// Ids of an instance's `Enabled` keys with automatic rotation `Enabled` whose
+    /// `NextRotationDate` is at or before `now`, earliest first.
     pub async fn keys_due_for_rotation(
         &self,
+        instance_id: &str,
         now: UnixMillis,
         limit: u32,
     ) -> Result<Vec<String>, StoreError> {
+        let instance_id = instance_id.to_owned();
         self.run(move |conn| {
             Ok(keys::table
+                .filter(keys::instance_id.eq(&instance_id))
                 .filter(keys::automatic_rotation.eq(AutomaticRotation::Enabled.as_str()))
                 .filter(keys::key_state.eq(KeyState::Enabled.as_str()))
                 .filter(keys::next_rotation_date.le(now.0))
@@ -278,10 +286,12 @@ fn filtered_keys<'a>(
         query = query.filter(keys::key_state.eq_any(states));
     }
     if !filter.key_specs.is_empty() {
-        query = query.filter(keys::key_spec.eq_any(&filter.key_specs));
+        let specs: Vec<&str> = filter.key_specs.iter().map(|s| s.as_str()).collect();
+        query = query.filter(keys::key_spec.eq_any(specs));
     }
     if !filter.key_usages.is_empty() {
-        query = query.filter(keys::key_usage.eq_any(&filter.key_usages));
+        let usages: Vec<&str> = filter.key_usages.iter().map(|u| u.as_str()).collect();
+        query = query.filter(keys::key_usage.eq_any(usages));
     }
     if !filter.protection_levels.is_empty() {
         let levels: Vec<&str> = filter

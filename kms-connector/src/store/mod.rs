@@ -33,17 +33,15 @@ use std::sync::Arc;
 
 use diesel::connection::SimpleConnection;
 
-pub use self::conn::{Backend, StoreOptions};
+pub use self::conn::{Backend, DEFAULT_OPERATION_TIMEOUT, StoreOptions};
 pub use self::error::{Entity, StoreError};
 pub use self::models::{
     Alias, AuditEvent, AuditQuery, DEFAULT_POLICY_NAME, Instance, Key, KeyFilter, KeyTag,
     KeyVersion, NewInstance, NewKey, StateChange, Tag,
 };
-pub use self::types::{
-    AutomaticRotation, ConnectionState, InstanceKind, KeyOrigin, Page, Paged, ProtectionLevel,
-    UnixMillis,
-};
-pub use schemas::kms::KeyState;
+pub use self::tags::MAX_TAGS_PER_KEY;
+pub use self::types::{AutomaticRotation, ConnectionState, InstanceKind, Page, Paged, UnixMillis};
+pub use schemas::kms::{KeySpec, KeyState, KeyUsage, Origin, ProtectionLevel};
 
 use self::conn::{DbConnection, DbPool, Target};
 
@@ -56,6 +54,7 @@ pub struct Store {
 struct Inner {
     pool: DbPool,
     backend: Backend,
+    operation_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for Store {
@@ -81,11 +80,16 @@ impl Store {
     pub async fn open_with(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
         let target = Target::parse(url)?;
         let backend = target.backend();
+        let operation_timeout = options.operation_timeout;
         let pool = tokio::task::spawn_blocking(move || conn::open_pool(target, &options))
             .await
             .map_err(|e| StoreError::Task(e.to_string()))??;
         Ok(Self {
-            inner: Arc::new(Inner { pool, backend }),
+            inner: Arc::new(Inner {
+                pool,
+                backend,
+                operation_timeout,
+            }),
         })
     }
 
@@ -99,21 +103,31 @@ impl Store {
         self.run(|conn| Ok(conn.batch_execute("SELECT 1")?)).await
     }
 
-    /// Runs `work` with a pooled connection on the blocking pool.
+    /// Runs `work` with a pooled connection on the blocking pool, answering within the
+    /// operation timeout whatever the database does: the pool wait, the SQLite busy timeout
+    /// and the PostgreSQL statement timeout end the work itself soon after. (Work that the
+    /// caller stopped waiting for may still complete: callers treat `Unavailable` like any
+    /// timeout, whose outcome is unknown.)
     async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut DbConnection) -> Result<T, StoreError> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
+        let timeout = inner.operation_timeout;
+        let task = tokio::task::spawn_blocking(move || {
             let mut conn = inner
                 .pool
                 .get()
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?;
             work(&mut conn)
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        });
+        match tokio::time::timeout(timeout, task).await {
+            Ok(joined) => joined.map_err(|e| StoreError::Task(e.to_string()))?,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "no answer from the database within {} ms",
+                timeout.as_millis()
+            ))),
+        }
     }
 }

@@ -2,13 +2,12 @@
 //! their column-for-column images for diesel (enumerations as text).
 
 use diesel::prelude::*;
-use schemas::kms::KeyState;
+use schemas::kms::{KeySpec, KeyState, KeyUsage, Origin, ProtectionLevel};
 
 use super::error::StoreError;
 use super::schema::{aliases, audit_events, instances, key_versions, keys, tags};
 use super::types::{
-    AutomaticRotation, ConnectionState, InstanceKind, KeyOrigin, ProtectionLevel, UnixMillis,
-    parse_key_state, parse_stored,
+    AutomaticRotation, ConnectionState, InstanceKind, UnixMillis, parse_key_state, parse_stored,
 };
 
 /// The policy name the OpenAPI knows (`PolicyName` accepts only `default`).
@@ -68,11 +67,11 @@ pub struct NewKey {
     /// The `DKMSInstanceId` the key lives in; must exist.
     pub instance_id: String,
     /// `KeySpec`, e.g. `Aliyun_AES_256` (validated by the API layer).
-    pub key_spec: String,
+    pub key_spec: KeySpec,
     /// `KeyUsage`, e.g. `ENCRYPT/DECRYPT`.
-    pub key_usage: String,
+    pub key_usage: KeyUsage,
     /// `Origin`.
-    pub origin: KeyOrigin,
+    pub origin: Origin,
     /// `ProtectionLevel`.
     pub protection_level: ProtectionLevel,
     /// Initial state: `Enabled`, or `PendingImport` for `Origin=EXTERNAL`.
@@ -105,11 +104,11 @@ pub struct Key {
     /// `DKMSInstanceId`.
     pub instance_id: String,
     /// `KeySpec`.
-    pub key_spec: String,
+    pub key_spec: KeySpec,
     /// `KeyUsage`.
-    pub key_usage: String,
+    pub key_usage: KeyUsage,
     /// `Origin`.
-    pub origin: KeyOrigin,
+    pub origin: Origin,
     /// `ProtectionLevel`.
     pub protection_level: ProtectionLevel,
     /// `KeyState`.
@@ -284,9 +283,9 @@ pub struct KeyFilter {
     /// `KeyState` values.
     pub key_states: Vec<KeyState>,
     /// `KeySpec` values.
-    pub key_specs: Vec<String>,
+    pub key_specs: Vec<KeySpec>,
     /// `KeyUsage` values.
-    pub key_usages: Vec<String>,
+    pub key_usages: Vec<KeyUsage>,
     /// `ProtectionLevel` values.
     pub protection_levels: Vec<ProtectionLevel>,
     /// `DKMSInstanceId` values.
@@ -419,7 +418,9 @@ impl TryFrom<KeyRow> for Key {
 
     fn try_from(row: KeyRow) -> Result<Self, StoreError> {
         Ok(Self {
-            origin: parse_stored(KeyOrigin::parse, "origin", &row.origin)?,
+            origin: parse_stored(Origin::parse, "origin", &row.origin)?,
+            key_spec: parse_stored(KeySpec::parse, "key spec", &row.key_spec)?,
+            key_usage: parse_stored(KeyUsage::parse, "key usage", &row.key_usage)?,
             protection_level: parse_stored(
                 ProtectionLevel::parse,
                 "protection level",
@@ -435,8 +436,6 @@ impl TryFrom<KeyRow> for Key {
             account_id: row.account_id,
             region: row.region,
             instance_id: row.instance_id,
-            key_spec: row.key_spec,
-            key_usage: row.key_usage,
             description: row.description,
             creator: row.creator,
             created_at: UnixMillis(row.created_at),

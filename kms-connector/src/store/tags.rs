@@ -13,9 +13,14 @@ use super::keys::lock_key;
 use super::models::{KeyTag, Tag};
 use super::schema::{key_policies, tags};
 
+/// Most tags one key carries (spec §4.6).
+pub const MAX_TAGS_PER_KEY: usize = 20;
+
 impl Store {
-    /// Adds or overwrites these tags of a key; other tags stay. (The ≤ 20 limit is the
-    /// caller's to enforce.) `NotFound(Key)` if the key does not exist.
+    /// Adds or overwrites these tags of a key; other tags stay. `TooManyTags` (and nothing
+    /// written) if the key would carry more than [`MAX_TAGS_PER_KEY`]: the count is taken in
+    /// the same transaction, under the key's row lock, so concurrent callers cannot pass it
+    /// together. `NotFound(Key)` if the key does not exist.
     pub async fn set_tags(&self, key_id: &str, new_tags: Vec<Tag>) -> Result<(), StoreError> {
         let key_id = key_id.to_owned();
         self.run(move |conn| {
@@ -34,6 +39,15 @@ impl Store {
                             })
                             .execute(conn)?;
                     }
+                }
+                let count: i64 = tags::table
+                    .filter(tags::key_id.eq(&key_id))
+                    .count()
+                    .get_result(conn)?;
+                if usize::try_from(count).unwrap_or(usize::MAX) > MAX_TAGS_PER_KEY {
+                    return Err(StoreError::TooManyTags {
+                        max: MAX_TAGS_PER_KEY,
+                    });
                 }
                 Ok(())
             })
@@ -100,6 +114,25 @@ impl Store {
                 .select(key_policies::policy)
                 .first(conn)
                 .map_err(on(Entity::Policy))
+        })
+        .await
+    }
+
+    /// The policy documents named `policy_name` of these keys, by key id (keys without one
+    /// are absent).
+    pub async fn get_policies(
+        &self,
+        key_ids: Vec<String>,
+        policy_name: &str,
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        let policy_name = policy_name.to_owned();
+        self.run(move |conn| {
+            let rows: Vec<(String, String)> = key_policies::table
+                .filter(key_policies::key_id.eq_any(&key_ids))
+                .filter(key_policies::policy_name.eq(&policy_name))
+                .select((key_policies::key_id, key_policies::policy))
+                .load(conn)?;
+            Ok(rows.into_iter().collect())
         })
         .await
     }

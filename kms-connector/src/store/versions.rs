@@ -88,6 +88,52 @@ impl Store {
         .await
     }
 
+    /// Up to `limit` versions with sealed material (software keys) whose id sorts after
+    /// `after`, by id: a resumable walk over every sealed row (root key rotation).
+    pub async fn sealed_versions_after(
+        &self,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<KeyVersion>, StoreError> {
+        self.run(move |conn| {
+            let mut query = key_versions::table
+                .filter(key_versions::sealed_material.is_not_null())
+                .into_boxed();
+            if let Some(after) = &after {
+                query = query.filter(key_versions::key_version_id.gt(after));
+            }
+            Ok(query
+                .order(key_versions::key_version_id.asc())
+                .limit(i64::from(limit))
+                .select(KeyVersion::as_select())
+                .load(conn)?)
+        })
+        .await
+    }
+
+    /// Replaces a version's sealed material if it is still `old` (compare-and-set, so that a
+    /// rotation run twice, or beside another, never overwrites a newer seal). Returns whether
+    /// it replaced it.
+    pub async fn replace_sealed_material(
+        &self,
+        key_version_id: &str,
+        old: Vec<u8>,
+        new: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        let key_version_id = key_version_id.to_owned();
+        self.run(move |conn| {
+            let updated = diesel::update(
+                key_versions::table
+                    .find(&key_version_id)
+                    .filter(key_versions::sealed_material.eq(&old)),
+            )
+            .set(key_versions::sealed_material.eq(&new))
+            .execute(conn)?;
+            Ok(updated == 1)
+        })
+        .await
+    }
+
     /// One page of a key's versions, oldest first. `NotFound(Key)` if the key does not exist.
     pub async fn list_key_versions(
         &self,

@@ -85,8 +85,39 @@ pub async fn crypto(app: &TestApp, fx: &Fixture) {
     *tampered.last_mut().unwrap() ^= 1;
     let mut unknown_version = uuid::Uuid::new_v4().to_string().into_bytes();
     unknown_version.extend_from_slice(&schemas::b64::decode(&blob).unwrap()[36..]);
-    for (bad, code, status) in [
+    // The same bytes in a form strict Base64 refuses: no padding, or non-zero trailing bits.
+    let padded = blob.clone();
+    let unpadded = blob.trim_end_matches('=').to_owned();
+    let mut non_canonical = padded.clone().into_bytes();
+    let last_data = non_canonical.iter().rposition(|&b| b != b'=').unwrap();
+    // 'A' and 'B' differ in the lowest bit only, which padding leaves unused.
+    non_canonical[last_data] = match non_canonical[last_data] {
+        b'A' => b'B',
+        other => other ^ 1,
+    };
+    let non_canonical = String::from_utf8(non_canonical).unwrap();
+    let mut malformed = vec![
         ("not base64!".to_owned(), "InvalidParameter", 400),
+        (format!(" {blob}"), "InvalidParameter", 400),
+        (
+            blob.replace('+', "-").replace('/', "_"),
+            "InvalidParameter",
+            400,
+        ),
+    ];
+    if unpadded != blob {
+        malformed.push((unpadded, "InvalidParameter", 400));
+        malformed.push((non_canonical, "InvalidParameter", 400));
+    }
+    for (bad, code, status) in malformed {
+        if bad == blob {
+            continue;
+        }
+        c.call("Decrypt", &[("CiphertextBlob", &bad)])
+            .await
+            .expect(code, status);
+    }
+    for (bad, code, status) in [
         (schemas::b64::encode(&tampered), "InvalidParameter", 400),
         (schemas::b64::encode(b"too short"), "InvalidParameter", 400),
         (
@@ -280,4 +311,61 @@ pub async fn dry_run(app: &TestApp, fx: &Fixture) {
         dry.push(("DryRun", "true"));
         c.call(action, &dry).await.expect("Rejected.Disabled", 409);
     }
+}
+
+/// EncryptionContext binding: contexts whose old `k=v&…` text collides are different contexts,
+/// duplicate keys are refused, and a blob never decrypts under another context.
+pub async fn context_binding(app: &TestApp, fx: &Fixture) {
+    let c = app.root();
+    let key = fx.key(&c).await;
+    for (made_under, tried_under) in [
+        (r#"{"a":"b&c=d"}"#, r#"{"a":"b","c":"d"}"#),
+        (r#"{"a":"b","c":"d"}"#, r#"{"a":"b&c=d"}"#),
+        (r#"{"a=b":"c"}"#, r#"{"a":"b=c"}"#),
+        (r#"{"a":"1"}"#, r#"{}"#),
+    ] {
+        let enc = c
+            .ok(
+                "Encrypt",
+                &[
+                    ("KeyId", &key),
+                    ("Plaintext", "bound"),
+                    ("EncryptionContext", made_under),
+                ],
+            )
+            .await;
+        let blob = s(&enc["CiphertextBlob"]).to_owned();
+        c.call(
+            "Decrypt",
+            &[
+                ("CiphertextBlob", &blob),
+                ("EncryptionContext", tried_under),
+            ],
+        )
+        .await
+        .expect("InvalidParameter", 400);
+        let dec = c
+            .ok(
+                "Decrypt",
+                &[("CiphertextBlob", &blob), ("EncryptionContext", made_under)],
+            )
+            .await;
+        assert_eq!(dec["Plaintext"], "bound");
+    }
+    let duplicate = c
+        .call(
+            "Encrypt",
+            &[
+                ("KeyId", &key),
+                ("Plaintext", "x"),
+                ("EncryptionContext", r#"{"a":"1","a":"2"}"#),
+            ],
+        )
+        .await;
+    duplicate.expect("InvalidParameter", 400);
+    assert!(
+        duplicate.message().contains("more than once"),
+        "{}",
+        duplicate.body
+    );
 }

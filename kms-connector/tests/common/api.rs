@@ -89,6 +89,11 @@ pub struct Setup {
     pub files: Vec<(String, String)>,
     /// The clock request timestamps are checked against (default: the system clock).
     pub request_clock: Option<kms_connector::api::RequestClock>,
+    /// More lines of the `[kms]` section.
+    pub kms_toml: String,
+    /// More access keys: (access key id, principal, identity policy); their secrets are
+    /// `SECRET_PREFIX` + id (see [`TestApp::client_for`]).
+    pub access_keys: Vec<(String, String, Option<String>)>,
 }
 
 /// A running application.
@@ -122,8 +127,9 @@ fn config_text(setup: &Setup, tls: Option<(&Path, &Path)>) -> String {
         );
     }
     text += &format!(
-        "\n[kms]\nregion = \"{REGION}\"\naccount_id = \"{ACCOUNT}\"\nqps = {}\n\n[database]\nurl = \"kms.db\"\n\n[root_key]\nfile = \"root.key\"\n",
-        setup.qps.unwrap_or(1000)
+        "\n[kms]\nregion = \"{REGION}\"\naccount_id = \"{ACCOUNT}\"\nqps = {}\n{}\n\n[database]\nurl = \"kms.db\"\n\n[root_key]\nfile = \"root.key\"\n",
+        setup.qps.unwrap_or(1000),
+        setup.kms_toml
     );
     for who in Who::ALL {
         text += &format!(
@@ -132,6 +138,14 @@ fn config_text(setup: &Setup, tls: Option<(&Path, &Path)>) -> String {
             who.access_key_id(),
             who.principal()
         );
+    }
+    for (id, principal, policy) in &setup.access_keys {
+        text += &format!(
+            "\n[[access_keys]]\naccess_key_id = \"{id}\"\nsecret = {{ file = \"secrets/{id}\" }}\nprincipal = \"{principal}\"\n"
+        );
+        if let Some(policy) = policy {
+            text += &format!("policy = {}\n", toml::Value::String(policy.clone()));
+        }
     }
     text += &format!(
         "\n[[instances]]\nid = \"{SOFTWARE}\"\nkind = \"software\"\nname = \"software\"\n\n[[instances]]\nid = \"{SPARE}\"\nkind = \"software\"\nname = \"spare\"\n"
@@ -157,6 +171,13 @@ impl TestApp {
             std::fs::write(
                 dir.path().join("secrets").join(who.access_key_id()),
                 who.secret() + "\n",
+            )
+            .unwrap();
+        }
+        for (id, _, _) in &setup.access_keys {
+            std::fs::write(
+                dir.path().join("secrets").join(id),
+                format!("{SECRET_PREFIX}{id}\n"),
             )
             .unwrap();
         }
@@ -197,6 +218,7 @@ impl TestApp {
             })),
             deletion_sweep_interval: Some(Duration::from_millis(50)),
             request_clock: setup.request_clock.take(),
+            audit_purge_interval: Some(Duration::from_millis(50)),
         };
         let (port, tls_port, handle) = spawn(config, options);
         let mut http = reqwest::Client::builder().timeout(Duration::from_secs(30));
@@ -225,6 +247,14 @@ impl TestApp {
             credential: Credential::new(who.access_key_id(), who.secret()),
             signing: Signing::Acs3,
         }
+    }
+
+    /// A client signing with one of `Setup::access_keys`.
+    pub fn client_for(&self, access_key_id: &str) -> Client {
+        let mut client = self.root();
+        client.credential =
+            Credential::new(access_key_id, format!("{SECRET_PREFIX}{access_key_id}"));
+        client
     }
 
     /// An unsigned request.
@@ -416,6 +446,12 @@ impl Client {
         self
     }
 
+    /// The same client signing for another `host` (the request still goes to the server).
+    pub fn with_host(mut self, host: &str) -> Self {
+        self.host = host.to_owned();
+        self
+    }
+
     /// The same client over HTTPS.
     pub fn https(mut self, port: u16) -> Self {
         self.base = format!("https://localhost:{port}");
@@ -562,6 +598,8 @@ pub struct Fixture {
     pub instance_id: String,
     /// Extra CreateKey parameters for each new key (external: a freshly minted `ExternalKeyId`).
     pub extra: ExtraParams,
+    /// Whether KMS shows the keys' versions (external keys: no).
+    pub versions: bool,
 }
 
 impl Fixture {
@@ -570,6 +608,7 @@ impl Fixture {
         Self {
             instance_id: SOFTWARE.to_owned(),
             extra: Arc::new(|| Box::pin(async { Vec::new() })),
+            versions: true,
         }
     }
 

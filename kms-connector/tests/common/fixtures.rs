@@ -1,8 +1,9 @@
 //! Fixtures of the store suite: fixed times, ids and record builders.
 
 use kms_connector::store::{
-    Alias, AuditEvent, AutomaticRotation, ConnectionState, InstanceKind, KeyOrigin, KeyState,
-    KeyVersion, NewInstance, NewKey, ProtectionLevel, StateChange, Store, UnixMillis,
+    Alias, AuditEvent, AutomaticRotation, ConnectionState, InstanceKind, KeySpec, KeyState,
+    KeyUsage, KeyVersion, NewInstance, NewKey, Origin, ProtectionLevel, StateChange, Store,
+    UnixMillis,
 };
 
 /// 2025-06-15T15:06:40Z.
@@ -29,9 +30,9 @@ pub fn new_key(key_id: &str, instance_id: &str, created_at: UnixMillis) -> NewKe
         account_id: ACCOUNT.to_owned(),
         region: REGION.to_owned(),
         instance_id: instance_id.to_owned(),
-        key_spec: "Aliyun_AES_256".to_owned(),
-        key_usage: "ENCRYPT/DECRYPT".to_owned(),
-        origin: KeyOrigin::AliyunKms,
+        key_spec: KeySpec::Aes256,
+        key_usage: KeyUsage::EncryptDecrypt,
+        origin: Origin::AliyunKms,
         protection_level: ProtectionLevel::Software,
         key_state: KeyState::Enabled,
         description: String::new(),

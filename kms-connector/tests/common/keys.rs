@@ -3,8 +3,8 @@
 use super::TestDb;
 use super::fixtures::*;
 use kms_connector::store::{
-    AutomaticRotation, DEFAULT_POLICY_NAME, Entity, InstanceKind, KeyFilter, KeyOrigin, KeyState,
-    Page, ProtectionLevel, StoreError, Tag,
+    AutomaticRotation, DEFAULT_POLICY_NAME, Entity, InstanceKind, KeyFilter, KeySpec, KeyState,
+    KeyUsage, Origin, Page, ProtectionLevel, StoreError, Tag,
 };
 
 pub async fn create_and_get_key(db: &TestDb) {
@@ -46,7 +46,7 @@ pub async fn create_and_get_key(db: &TestDb) {
     assert_eq!(read.external_key_id.as_deref(), Some("ext-key-1"));
     assert_eq!(read.material_expire_time, Some(T0.plus_secs(DAY_SECS)));
     assert_eq!(read.protection_level, ProtectionLevel::Hsm);
-    assert_eq!(read.origin, KeyOrigin::AliyunKms);
+    assert_eq!(read.origin, Origin::AliyunKms);
     assert_eq!(store.list_tags("key-hzz0001").await.unwrap(), tags);
     assert_eq!(
         store
@@ -58,7 +58,7 @@ pub async fn create_and_get_key(db: &TestDb) {
     // Several keys may share one external key.
     let mut twin = new_key("key-hzz0002", "kst-ext", T0);
     twin.external_key_id = Some("ext-key-1".to_owned());
-    twin.origin = KeyOrigin::External;
+    twin.origin = Origin::External;
     twin.key_state = KeyState::PendingImport;
     let twin = store
         .create_key(twin, version("key-hzz0002", T0), vec![], None)
@@ -251,7 +251,7 @@ pub async fn list_keys_filters_and_paging(db: &TestDb) {
             key.key_state = KeyState::Disabled;
         }
         if i % 5 == 0 {
-            key.key_spec = "Aliyun_SM4".to_owned();
+            key.key_spec = KeySpec::Sm4;
         }
         store
             .create_key(key, version(&id, T0), vec![], None)
@@ -305,7 +305,7 @@ pub async fn list_keys_filters_and_paging(db: &TestDb) {
     assert_eq!(ids, ["key-00", "key-06", "key-12", "key-18"]);
     // Disabled ∧ SM4 ∧ instance kst-sw → i ≡ 0 (mod 10), i % 3 != 0: 10, 20.
     let narrow = KeyFilter {
-        key_specs: vec!["Aliyun_SM4".to_owned()],
+        key_specs: vec![KeySpec::Sm4],
         instance_ids: vec!["kst-sw".to_owned()],
         ..disabled
     };
@@ -317,7 +317,7 @@ pub async fn list_keys_filters_and_paging(db: &TestDb) {
         .collect();
     assert_eq!(ids, ["key-10", "key-20"]);
     let usage = KeyFilter {
-        key_usages: vec!["SIGN/VERIFY".to_owned()],
+        key_usages: vec![KeyUsage::SignVerify],
         ..KeyFilter::default()
     };
     assert_eq!(count(usage).await.total_count, 0);

@@ -189,13 +189,16 @@ pub async fn description_protection_rotation(db: &TestDb) {
     let due_at = key.created_at.plus_secs(7 * DAY_SECS);
     assert!(
         store
-            .keys_due_for_rotation(due_at.plus_secs(-1), 10)
+            .keys_due_for_rotation("kst-sw", due_at.plus_secs(-1), 10)
             .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(
-        store.keys_due_for_rotation(due_at, 10).await.unwrap(),
+        store
+            .keys_due_for_rotation("kst-sw", due_at, 10)
+            .await
+            .unwrap(),
         ["key-d"]
     );
     assert!(matches!(
@@ -214,7 +217,7 @@ pub async fn description_protection_rotation(db: &TestDb) {
     );
     assert!(
         store
-            .keys_due_for_rotation(due_at, 10)
+            .keys_due_for_rotation("kst-sw", due_at, 10)
             .await
             .unwrap()
             .is_empty()
@@ -364,7 +367,7 @@ pub async fn purge_cascades(db: &TestDb) {
         .unwrap();
     assert!(
         store
-            .keys_due_for_deletion(delete_at.plus_secs(-1), 10)
+            .keys_due_for_deletion("kst-sw", delete_at.plus_secs(-1), 10)
             .await
             .unwrap()
             .is_empty()
@@ -374,8 +377,18 @@ pub async fn purge_cascades(db: &TestDb) {
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(
-        store.keys_due_for_deletion(delete_at, 10).await.unwrap(),
+        store
+            .keys_due_for_deletion("kst-sw", delete_at, 10)
+            .await
+            .unwrap(),
         ["key-p"]
+    );
+    assert!(
+        store
+            .keys_due_for_deletion("kst-other", delete_at, 10)
+            .await
+            .unwrap()
+            .is_empty()
     );
 
     let purged = store.purge_key("key-p", delete_at).await.unwrap();
@@ -406,7 +419,7 @@ pub async fn purge_cascades(db: &TestDb) {
     ));
     assert!(
         store
-            .keys_due_for_deletion(delete_at, 10)
+            .keys_due_for_deletion("kst-sw", delete_at, 10)
             .await
             .unwrap()
             .is_empty()
@@ -436,4 +449,58 @@ pub async fn purge_cascades(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(trail.len(), 1);
+}
+
+/// Two replicas run the rotation scheduler at the same moment over the same due keys: every key
+/// rotates exactly once (one new primary version), and the loser releases its material.
+pub async fn due_keys_rotate_once_across_replicas(db: &TestDb) {
+    use std::sync::Arc;
+
+    use kms_connector::backend::software::{RootKey, SoftwareBackend};
+    use kms_connector::instances::InstanceHandle;
+    use kms_connector::rotation::rotate_due;
+    use kms_connector::store::InstanceKind;
+
+    let ids: Vec<String> = (0..12)
+        .map(|_| kms_connector::ids::KeyId::generate(REGION).to_string())
+        .collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let keys = with_keys(&db.store, &refs).await;
+    for key in &keys {
+        db.store
+            .set_rotation_policy(&key.key_id, AutomaticRotation::Enabled, Some(7 * DAY_SECS))
+            .await
+            .unwrap();
+    }
+    let due = T0.plus_secs(8 * DAY_SECS);
+    let handle = |_: u8| {
+        Arc::new(InstanceHandle {
+            id: "kst-sw".into(),
+            kind: InstanceKind::Software,
+            name: "sw".into(),
+            backend: Arc::new(SoftwareBackend::new(RootKey::from_bytes([9; 32]))),
+            control: None,
+        })
+    };
+    let replica = db.replica().await;
+    let (a, b) = (handle(1), handle(2));
+    let (first, second) = tokio::join!(
+        rotate_due(&db.store, &a, due, 100),
+        rotate_due(&replica, &b, due, 100)
+    );
+    assert_eq!(first + second, ids.len(), "{first} + {second} rotations");
+    for id in &ids {
+        let versions = db
+            .store
+            .list_key_versions(id, Page::new(1, 10).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(versions.total_count, 2, "{id}");
+        let key = db.store.get_key(id).await.unwrap();
+        assert_eq!(key.primary_key_version, versions.items[1].key_version_id);
+        assert_eq!(key.last_rotation_date, Some(due));
+        assert_eq!(key.next_rotation_date, Some(due.plus_secs(7 * DAY_SECS)));
+    }
+    // Nothing is due until the next interval.
+    assert_eq!(rotate_due(&db.store, &a, due.plus_secs(60), 100).await, 0);
 }

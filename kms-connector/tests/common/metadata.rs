@@ -190,25 +190,33 @@ pub async fn tags_and_policies(db: &TestDb) {
         .collect();
     store.set_tags("key-t", twenty.clone()).await.unwrap();
     assert_eq!(store.list_tags("key-t").await.unwrap(), twenty);
-    // Upsert: an existing key gets its new value, a new key is added, the rest stays.
+    // Upsert: an existing key gets its new value, the rest stays.
     store
-        .set_tags(
-            "key-t",
-            vec![Tag::new("k00", "changed"), Tag::new("z", "new")],
-        )
+        .set_tags("key-t", vec![Tag::new("k00", "changed")])
         .await
         .unwrap();
     let tags = store.list_tags("key-t").await.unwrap();
-    assert_eq!(tags.len(), 21);
+    assert_eq!(tags.len(), 20);
     assert_eq!(tags[0], Tag::new("k00", "changed"));
     assert_eq!(tags[1], twenty[1]);
-    assert_eq!(tags[20], Tag::new("z", "new"));
+    // A 21st tag is refused inside the transaction: nothing of the call is kept.
+    assert!(matches!(
+        store
+            .set_tags(
+                "key-t",
+                vec![Tag::new("k01", "changed too"), Tag::new("z", "new")],
+            )
+            .await,
+        Err(StoreError::TooManyTags { max: 20 })
+    ));
+    let tags = store.list_tags("key-t").await.unwrap();
+    assert_eq!((tags.len(), &tags[1]), (20, &twenty[1]));
     assert_eq!(
         store
-            .remove_tags("key-t", vec!["k00".into(), "z".into(), "absent".into()])
+            .remove_tags("key-t", vec!["k00".into(), "absent".into()])
             .await
             .unwrap(),
-        2
+        1
     );
     assert_eq!(store.list_tags("key-t").await.unwrap(), twenty[1..]);
     assert!(matches!(

@@ -85,11 +85,19 @@ pub async fn audit_trail(db: &TestDb) {
             Err(StoreError::InvalidArgument(_))
         ));
     }
-    assert_eq!(store.purge_audit_before(at(20)).await.unwrap(), 1);
+    assert_eq!(store.purge_audit_before(at(20), 1000).await.unwrap(), 1);
     assert_eq!(
         ids(store.query_audit(AuditQuery::default()).await.unwrap()),
         ["e4", "e3", "e2"]
     );
+    // In batches, oldest first.
+    assert_eq!(store.purge_audit_before(at(31), 1).await.unwrap(), 1);
+    assert_eq!(
+        ids(store.query_audit(AuditQuery::default()).await.unwrap()),
+        ["e4", "e3"]
+    );
+    assert_eq!(store.purge_audit_before(at(31), 10).await.unwrap(), 2);
+    assert_eq!(store.purge_audit_before(at(31), 10).await.unwrap(), 0);
 }
 
 pub async fn nonce_replay_across_replicas(db: &TestDb) {

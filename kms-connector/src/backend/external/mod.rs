@@ -40,15 +40,17 @@ mod client;
 mod state;
 mod tls;
 
+use schemas::kms::{KeySpec, ProtectionLevel};
 use std::future::Future;
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use schemas::xki::{
     ErrorName, ExternalKeyId, IV_LENGTHS, MAX_CIPHERTEXT_METADATA_BYTES, RequestMetadata, TAG_BYTES,
 };
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use zeroize::Zeroizing;
 
 use self::client::{CallError, Transport, XkiClient};
@@ -57,7 +59,7 @@ pub use self::config::{
 };
 use self::state::{ConnectionMonitor, Ticket};
 use super::{
-    BackendError, Capabilities, ConnectionError, InstanceStatus, KeyBackend, KeyContext,
+    BackendError, Capabilities, ConnectionError, Families, InstanceStatus, KeyBackend, KeyContext,
     NewVersion, VersionMaterial,
 };
 use crate::blob::XkiPayload;
@@ -65,7 +67,8 @@ use crate::ids::{KeyId, KeyVersionId};
 use crate::store::{ConnectionState, InstanceKind};
 
 /// The one key spec external keys have.
-pub const AES_256: &str = "Aliyun_AES_256";
+/// The one key spec this backend makes.
+pub const AES_256: KeySpec = KeySpec::Aes256;
 /// `kmsOperation` of the health call made by [`ExternalBackend::connect`].
 pub const CONNECT_OPERATION: &str = "ConnectCustomKeyStore";
 /// `kmsOperation` of the periodic health call.
@@ -86,6 +89,10 @@ struct Inner {
     connectivity: Connectivity,
     health_interval: Duration,
     timeout: Duration,
+    /// Wakes the health loop for a probe now (a call met a failure that may be the link's).
+    probe: Arc<Notify>,
+    /// Call timeouts in a row (reset by any success).
+    timeouts: AtomicU32,
 }
 
 /// The background health checks started by [`ExternalBackend::start`]; dropping this stops them.
@@ -122,6 +129,8 @@ impl ExternalBackend {
                 connectivity: settings.connectivity,
                 health_interval: settings.health_interval,
                 timeout: settings.timeout,
+                probe: Arc::new(Notify::new()),
+                timeouts: AtomicU32::new(0),
             }),
         })
     }
@@ -172,13 +181,16 @@ impl ExternalBackend {
         self.inner.monitor.subscribe()
     }
 
-    /// The health-check loop, for a server that spawns its own tasks: runs one check per
-    /// `health_interval_secs` (the first at once) and ends when the last handle on this backend
-    /// is dropped.
+    /// The health-check loop, for a server that spawns its own tasks: checks at once, then
+    /// every `health_interval_secs` while `Connected`, and while in `Error` (or finishing a
+    /// restored `Connecting`) every [`RETRY_MIN`] doubling to [`RETRY_MAX`], so that the
+    /// instance is back within about a second of the proxy; a call that met a failure of the
+    /// link wakes it early. Ends when the last handle on this backend is dropped.
     pub fn health_checks(&self) -> impl Future<Output = ()> + Send + 'static {
         let weak = Arc::downgrade(&self.inner);
         let interval = self.inner.health_interval;
-        health_loop(weak, interval)
+        let probe = Arc::clone(&self.inner.probe);
+        health_loop(weak, interval, probe)
     }
 
     /// Spawns [`Self::health_checks`] on the current tokio runtime.
@@ -216,34 +228,43 @@ impl ExternalBackend {
         let detail = status
             .error
             .map_or(String::new(), |code| format!(" ({})", code.as_str()));
-        Err(BackendError::Unavailable(format!(
-            "the external key instance is {}{detail}",
-            status.state
-        )))
+        let message = format!("the external key instance is {}{detail}", status.state);
+        if status.error.is_some_and(ConnectionError::is_transient) {
+            Err(BackendError::TemporarilyUnavailable(message))
+        } else {
+            Err(BackendError::Unavailable(message))
+        }
     }
 
-    /// Maps a failed cryptographic or metadata call, moving the instance to `Error` when the
-    /// failure is the connection's, not the key's.
+    /// Maps a failed cryptographic or metadata call onto the caller's error, and lets the
+    /// failure act on the connection only when it can be the whole link's ([`link_effect`]).
     fn call_error(&self, error: CallError) -> BackendError {
-        let monitor = &self.inner.monitor;
-        let unavailable = |code: ConnectionError, message: &str| {
-            monitor.report_failure(code);
-            BackendError::Unavailable(message.to_owned())
-        };
+        let inner = &self.inner;
+        match link_effect(&error) {
+            LinkEffect::None => {}
+            LinkEffect::Broken(code) => {
+                inner.monitor.report_failure(code);
+                inner.probe.notify_one();
+            }
+            LinkEffect::Suspect => inner.probe.notify_one(),
+            LinkEffect::Slow => {
+                let timeouts = inner.timeouts.fetch_add(1, Ordering::Relaxed) + 1;
+                if timeouts >= TIMEOUTS_BEFORE_PROBE {
+                    inner.probe.notify_one();
+                }
+            }
+        }
         match error {
             CallError::Transport(Transport::Timeout) => BackendError::Timeout,
-            CallError::Transport(Transport::Tls) => unavailable(
-                ConnectionError::InvalidTlsConfiguration,
-                "the TLS handshake with the XKI proxy failed",
-            ),
-            CallError::Transport(Transport::Unreachable) => unavailable(
-                ConnectionError::NotReachable,
-                "the XKI proxy is not reachable",
-            ),
-            // A broken pooled connection is not yet a broken proxy: the checks decide.
-            CallError::Transport(Transport::Other) => {
-                BackendError::Unavailable("the connection to the XKI proxy failed".into())
+            CallError::Transport(Transport::Tls) => {
+                BackendError::Unavailable("the TLS handshake with the XKI proxy failed".into())
             }
+            CallError::Transport(Transport::Unreachable) => {
+                BackendError::TemporarilyUnavailable("the XKI proxy is not reachable".into())
+            }
+            CallError::Transport(Transport::Other) => BackendError::TemporarilyUnavailable(
+                "the connection to the XKI proxy failed".into(),
+            ),
             CallError::Refused { status, name } => match (name, status) {
                 (Some(ErrorName::KeyNotFoundException), _) => BackendError::ExternalKeyNotFound,
                 (Some(ErrorName::InvalidStateException), _) => BackendError::ExternalKeyDisabled,
@@ -252,13 +273,13 @@ impl ExternalBackend {
                 (Some(ErrorName::DependencyTimeoutException), _) | (None, 503) => {
                     BackendError::Timeout
                 }
-                (Some(ErrorName::AuthenticationFailedException), _) | (None, 401) => unavailable(
-                    ConnectionError::InvalidCredentials,
-                    "the XKI proxy refused the instance's credentials",
-                ),
-                (Some(ErrorName::InvalidUriPathException), _) => unavailable(
-                    ConnectionError::InvalidConfiguration,
-                    "the XKI proxy does not know the instance's path",
+                (Some(ErrorName::AuthenticationFailedException), _) | (None, 401) => {
+                    BackendError::Unavailable(
+                        "the XKI proxy refused the instance's credentials".into(),
+                    )
+                }
+                (Some(ErrorName::InvalidUriPathException), _) => BackendError::Unavailable(
+                    "the XKI proxy does not know the route of this key".into(),
                 ),
                 // Secondary authorization judges one request (principal, key), not the link.
                 (Some(ErrorName::AccessDeniedException), _) | (None, 403) => {
@@ -272,17 +293,71 @@ impl ExternalBackend {
                 (Some(ErrorName::UnsupportedOperationException), _) => BackendError::Unsupported(
                     "the XKI proxy does not support this operation or input size",
                 ),
+                // The proxy's own dependency (its key manager) failed: a retry may work.
+                (Some(ErrorName::InternalException), _) | (None, 500 | 502 | 504) => {
+                    BackendError::TemporarilyUnavailable(
+                        "the XKI proxy or its key manager failed".into(),
+                    )
+                }
                 (name, status) => BackendError::Internal(format!(
                     "the XKI proxy answered {status} {}",
                     name.map_or("without an error body", ErrorName::as_str)
                 )),
             },
             CallError::BadAnswer(why) => {
-                tracing::error!(target: "kms_connector::external", endpoint = %self.inner.endpoint, why, "unusable answer from the XKI proxy");
+                tracing::error!(target: "kms_connector::external", endpoint = %inner.endpoint, why, "unusable answer from the XKI proxy");
                 BackendError::Internal(format!("unusable answer from the XKI proxy: {why}"))
             }
             CallError::Local(why) => BackendError::Internal(why.to_owned()),
         }
+    }
+
+    /// A call succeeded: the link works, whatever earlier timeouts suggested.
+    fn call_succeeded(&self) {
+        self.inner.timeouts.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Consecutive call timeouts after which the health probe runs at once.
+const TIMEOUTS_BEFORE_PROBE: u32 = 3;
+
+/// What a failed crypto or metadata call says about the link to the proxy. Only the health
+/// probe, which names no key, decides that a proxy that answers is unusable: a request names
+/// a key and carries the caller's data, so anything it provokes must stay its own error, or
+/// one low-privilege caller could take every external key offline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkEffect {
+    /// The request's own failure (its key, its data, its principal): the link is fine.
+    None,
+    /// No request can get through (no TCP connection, TLS refused): `Error` at once; the
+    /// probe brings the instance back.
+    Broken(ConnectionError),
+    /// Could be the link's (a refused signature, an unknown route, a 5xx): probe now.
+    Suspect,
+    /// A timeout: probe once several came in a row.
+    Slow,
+}
+
+fn link_effect(error: &CallError) -> LinkEffect {
+    match error {
+        CallError::Transport(Transport::Timeout) => LinkEffect::Slow,
+        CallError::Transport(Transport::Tls) => {
+            LinkEffect::Broken(ConnectionError::InvalidTlsConfiguration)
+        }
+        CallError::Transport(Transport::Unreachable) => {
+            LinkEffect::Broken(ConnectionError::NotReachable)
+        }
+        CallError::Transport(Transport::Other) => LinkEffect::Suspect,
+        CallError::Refused { status, name } => match (name, status) {
+            (Some(ErrorName::AuthenticationFailedException), _)
+            | (None, 401)
+            | (Some(ErrorName::InvalidUriPathException), _)
+            | (Some(ErrorName::InternalException), _)
+            | (None, 500..=599) => LinkEffect::Suspect,
+            (Some(ErrorName::DependencyTimeoutException), _) => LinkEffect::Slow,
+            _ => LinkEffect::None,
+        },
+        CallError::BadAnswer(_) | CallError::Local(_) => LinkEffect::None,
     }
 }
 
@@ -307,19 +382,46 @@ impl Inner {
             return;
         };
         let result = self.client.health(HEALTH_CHECK_OPERATION).await;
-        self.monitor.end_check(ticket, health_outcome(result));
+        let outcome = health_outcome(result);
+        if matches!(outcome, Some(Ok(()))) {
+            self.timeouts.store(0, Ordering::Relaxed);
+        }
+        self.monitor.end_check(ticket, outcome);
     }
 }
 
-async fn health_loop(inner: Weak<Inner>, interval: Duration) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// First retry delay of a failed link.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+/// Longest retry delay of a failed link.
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+async fn health_loop(inner: Weak<Inner>, interval: Duration, probe: Arc<Notify>) {
+    let mut retry = RETRY_MIN;
     loop {
-        ticker.tick().await;
-        let Some(inner) = inner.upgrade() else {
-            return;
+        let wait = {
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            inner.check().await;
+            match inner.monitor.current().state {
+                ConnectionState::Error | ConnectionState::Connecting => {
+                    let wait = retry;
+                    retry = (retry * 2).min(RETRY_MAX);
+                    wait
+                }
+                _ => {
+                    retry = RETRY_MIN;
+                    interval
+                }
+            }
         };
-        inner.check().await;
+        // At most one probe per RETRY_MIN however many calls ask for one.
+        tokio::time::sleep(RETRY_MIN.min(wait)).await;
+        let rest = wait.saturating_sub(RETRY_MIN);
+        tokio::select! {
+            () = tokio::time::sleep(rest) => {}
+            () = probe.notified() => {}
+        }
     }
 }
 
@@ -402,9 +504,11 @@ impl KeyBackend for ExternalBackend {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
+            families: Families::default(),
             key_specs: &[AES_256],
-            protection_level: "HSM",
+            protection_level: ProtectionLevel::Hsm,
             rotation: false,
+            versions: false,
             import: false,
             needs_external_key_id: true,
         }
@@ -438,6 +542,7 @@ impl KeyBackend for ExternalBackend {
             .metadata(external_key_id, metadata)
             .await
             .map_err(|e| self.call_error(e))?;
+        self.call_succeeded();
         if let Some(reason) = answer.unusable_reason() {
             return Err(BackendError::ExternalKeyUnusable(reason.to_owned()));
         }
@@ -472,6 +577,7 @@ impl KeyBackend for ExternalBackend {
             )
             .await
             .map_err(|e| self.call_error(e))?;
+        self.call_succeeded();
         payload.pack().map_err(|_| {
             BackendError::Internal("the XKI answer does not fit the payload format".into())
         })
@@ -494,7 +600,8 @@ impl KeyBackend for ExternalBackend {
         {
             return Err(BackendError::InvalidCiphertext);
         }
-        self.inner
+        let plaintext = self
+            .inner
             .client
             .decrypt(
                 &external_key_id,
@@ -503,7 +610,9 @@ impl KeyBackend for ExternalBackend {
                 &bound_aad(key.key_id, key.version_id, aad),
             )
             .await
-            .map_err(|e| self.call_error(e))
+            .map_err(|e| self.call_error(e))?;
+        self.call_succeeded();
+        Ok(plaintext)
     }
 }
 
@@ -598,6 +707,55 @@ mod tests {
                 "{shown}"
             );
         }
+    }
+
+    #[test]
+    fn only_link_failures_act_on_the_connection() {
+        let refused = |status, name| CallError::Refused { status, name };
+        // What a request can provoke with its key id, data or principal stays its own error.
+        for per_request in [
+            refused(404, Some(ErrorName::KeyNotFoundException)),
+            refused(400, Some(ErrorName::InvalidStateException)),
+            refused(400, Some(ErrorName::InvalidCiphertextException)),
+            refused(400, Some(ErrorName::InvalidKeyUsageException)),
+            refused(400, Some(ErrorName::ValidationException)),
+            refused(501, Some(ErrorName::UnsupportedOperationException)),
+            refused(403, Some(ErrorName::AccessDeniedException)),
+            refused(403, None),
+            refused(429, Some(ErrorName::ThrottlingException)),
+            refused(413, None),
+            CallError::BadAnswer("x"),
+            CallError::Local("x"),
+        ] {
+            assert_eq!(
+                link_effect(&per_request),
+                LinkEffect::None,
+                "{per_request:?}"
+            );
+        }
+        // What might be the link's is checked by the probe, never decided by the call.
+        for suspect in [
+            refused(401, Some(ErrorName::AuthenticationFailedException)),
+            refused(401, None),
+            refused(404, Some(ErrorName::InvalidUriPathException)),
+            refused(500, Some(ErrorName::InternalException)),
+            refused(502, None),
+            CallError::Transport(Transport::Other),
+        ] {
+            assert_eq!(link_effect(&suspect), LinkEffect::Suspect, "{suspect:?}");
+        }
+        assert_eq!(
+            link_effect(&CallError::Transport(Transport::Timeout)),
+            LinkEffect::Slow
+        );
+        assert_eq!(
+            link_effect(&CallError::Transport(Transport::Unreachable)),
+            LinkEffect::Broken(ConnectionError::NotReachable)
+        );
+        assert_eq!(
+            link_effect(&CallError::Transport(Transport::Tls)),
+            LinkEffect::Broken(ConnectionError::InvalidTlsConfiguration)
+        );
     }
 
     #[test]

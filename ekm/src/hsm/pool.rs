@@ -359,7 +359,7 @@ mod tests {
                 let _ = self.0.send(name);
             }
         }
-        let pool = WorkerPool::start("hsm", 1, 4, |_| Ok(())).unwrap();
+        let pool = WorkerPool::start("pool-worker", 1, 4, |_| Ok(())).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let got = pool
             .run_with(far(), Witness(tx), |_, w: &Witness| {
@@ -370,7 +370,10 @@ mod tests {
         assert!(got.value);
         assert_eq!(rx.recv().unwrap(), "job");
         let dropped_on = rx.recv().unwrap();
-        assert!(!dropped_on.starts_with("hsm"), "dropped on {dropped_on}");
+        assert!(
+            !dropped_on.starts_with("pool-worker"),
+            "dropped on {dropped_on}"
+        );
     }
 
     #[tokio::test]
