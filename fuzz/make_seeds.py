@@ -112,12 +112,15 @@ def main():
         seeds.add("b64", cdiv[field])
     seeds.add("b64", "")
 
-    # kms_blob: 0 = CiphertextBlob text, 1 = external payload, 2 = pieces to pack.
+    # kms_blob: 0 = CiphertextBlob text (format 1, then format 2), 1 = external payload,
+    # 2 = pieces to pack.
     version = b"0b4b1a6e-7f3c-4c1e-9a8f-2d5e6f708192"
     iv, ctm, tag = base64.b64decode(cdiv["initializationVector"]), bytes([1, 0, 0, 0, 1]), base64.b64decode(cdiv["authenticationTag"])
     ciphertext = base64.b64decode(cdiv["ciphertext"])
     payload = bytes([1, len(iv)]) + iv + bytes([len(ctm)]) + ctm + tag + ciphertext
     seeds.add("kms_blob", b"\0" + base64.b64encode(version + payload))
+    seeds.add("kms_blob", b"\0" + base64.b64encode(version + b"\2" + payload))
+    seeds.add("kms_blob", b"\0" + base64.b64encode(version + b"\2" + bytes(12) + ciphertext + tag))
     seeds.add("kms_blob", b"\0" + base64.b64encode(version + bytes(12) + ciphertext + tag))
     seeds.add("kms_blob", b"\1" + payload)
     seeds.add("kms_blob", b"\2" + bytes([len(iv), len(ctm)]) + iv + ctm + tag + ciphertext)

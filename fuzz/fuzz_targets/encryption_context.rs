@@ -1,8 +1,9 @@
 //! The kms-connector's `EncryptionContext` (`kms_connector::context`), against an independent
 //! model: a context parses iff it is absent, empty, or a JSON object of string values of at
-//! most 8192 characters (an object that repeats a key may be refused); a refusal names the
-//! parameter it was asked for; the AAD is empty iff the context is, else 32 bytes; key order
-//! changes neither the context nor its AAD; two contexts with the same AAD are the same context.
+//! most 8192 characters that repeats no key; a refusal names the parameter it was asked for;
+//! both AADs are empty iff the context is, else 32 bytes; key order changes neither the context
+//! nor its AADs; two contexts with the same (format-2) AAD are the same context. The legacy
+//! (format-1) AAD is ambiguous by design: only contexts without `=` or `&` must differ there.
 //!
 //! Input: two texts separated by the first NUL byte; the second is also parsed on its own.
 #![no_main]
@@ -36,25 +37,22 @@ impl<'de> Deserialize<'de> for Entries {
     }
 }
 
-/// `Some(string pairs, has_duplicates)` for a text the model accepts or may accept: with a
-/// repeated key the object may be refused, or read with one of its values for that key, so
-/// its non-string values are not judged either.
+/// `Some((pairs, has_duplicates))` for a JSON object of strings within the length limit.
 fn model(text: &str) -> Option<(Vec<(String, String)>, bool)> {
     if text.chars().count() > MAX_CHARS {
         return None;
     }
     let Entries(entries) = serde_json::from_str(text).ok()?;
-    let mut keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
-    keys.sort_unstable();
-    let duplicates = keys.windows(2).any(|w| w[0] == w[1]);
     let mut pairs = Vec::with_capacity(entries.len());
     for (k, v) in entries {
-        match v {
-            serde_json::Value::String(v) => pairs.push((k, v)),
-            _ if duplicates => {}
-            _ => return None,
-        }
+        let serde_json::Value::String(v) = v else {
+            return None;
+        };
+        pairs.push((k, v));
     }
+    let mut keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+    keys.sort_unstable();
+    let duplicates = keys.windows(2).any(|w| w[0] == w[1]);
     Some((pairs, duplicates))
 }
 
@@ -66,28 +64,28 @@ fn check(text: &str) -> Option<(EncryptionContext, bool)> {
         return Some((context, false));
     }
     match (model(text), parsed) {
-        (Some((pairs, duplicates)), Ok(context)) => {
-            let aad = context.aad();
+        (Some((_, true)), Ok(_)) => panic!("accepted a context that repeats a key: {text:?}"),
+        (Some((pairs, false)), Ok(context)) => {
+            let (aad, legacy) = (context.aad(), context.legacy_aad());
             assert_eq!(context.is_empty(), pairs.is_empty());
-            assert_eq!(aad.len(), if pairs.is_empty() { 0 } else { 32 });
-            if !duplicates {
-                // The same pairs in the opposite order are the same context.
-                let reversed: serde_json::Map<String, serde_json::Value> = pairs
-                    .iter()
-                    .rev()
-                    .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-                    .collect();
-                let json = serde_json::to_string(&reversed).unwrap();
-                if json.chars().count() <= MAX_CHARS {
-                    let again = EncryptionContext::parse("EncryptionContext", Some(&json)).unwrap();
-                    assert_eq!(again, context);
-                    assert_eq!(again.aad(), aad);
-                }
+            let expected_len = if pairs.is_empty() { 0 } else { 32 };
+            assert_eq!((aad.len(), legacy.len()), (expected_len, expected_len));
+            // The same pairs in the opposite order are the same context.
+            let reversed: serde_json::Map<String, serde_json::Value> = pairs
+                .iter()
+                .rev()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect();
+            let json = serde_json::to_string(&reversed).unwrap();
+            if json.chars().count() <= MAX_CHARS {
+                let again = EncryptionContext::parse("EncryptionContext", Some(&json)).unwrap();
+                assert_eq!(again, context);
+                assert_eq!((again.aad(), again.legacy_aad()), (aad, legacy));
             }
             let plain = pairs
                 .iter()
                 .all(|(k, v)| !k.contains(['=', '&']) && !v.contains(['=', '&']));
-            Some((context, plain && !duplicates))
+            Some((context, plain))
         }
         (Some((_, duplicates)), Err(e)) => {
             assert!(duplicates, "refused a valid context {text:?}: {e}");
@@ -115,11 +113,14 @@ fuzz_target!(|data: &[u8]| {
     let (Some((a, a_plain)), Some((b, b_plain))) = (check(a), check(b)) else {
         return;
     };
-    // The AAD identifies the context. Checked for every pair of contexts with the
-    // `context-aad-injective` feature; without it, only for contexts whose keys and values hold
-    // no `=` or `&` (the separators of today's `k=v&k=v` canonical form).
-    let strict = cfg!(feature = "context-aad-injective") || (a_plain && b_plain);
-    if strict && a.aad() == b.aad() {
+    // The format-2 AAD identifies the context; the legacy one only without its separators.
+    if a.aad() == b.aad() {
         assert_eq!(a, b, "two different contexts have the same AAD");
+    }
+    if a_plain && b_plain && a.legacy_aad() == b.legacy_aad() {
+        assert_eq!(
+            a, b,
+            "two different plain contexts have the same legacy AAD"
+        );
     }
 });

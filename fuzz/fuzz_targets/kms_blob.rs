@@ -1,9 +1,12 @@
-//! The kms-connector's `CiphertextBlob` and its external payload: a blob that decodes encodes
-//! back to the same text; an XKI payload that unpacks packs back to the same bytes; any payload
-//! the connector packs unpacks to the same pieces.
+//! The kms-connector's `CiphertextBlob` and its external payload: a blob that decodes gives the
+//! same text back (`to_text`); a new blob (`encode`) decodes to format 2 around its payload; the
+//! readings of a blob are its format-2 payload (and, when the backend's unmarked payloads may
+//! start with the format byte, also the whole body as format 1) or else the whole body as
+//! format 1; an XKI payload that unpacks packs back to the same bytes; any payload the connector
+//! packs unpacks to the same pieces.
 #![no_main]
 
-use kms_connector::blob::{Blob, XkiPayload};
+use kms_connector::blob::{Blob, ContextBinding, FORMAT_2, XkiPayload};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -17,9 +20,16 @@ fuzz_target!(|data: &[u8]| {
                 return;
             };
             if let Ok(blob) = Blob::decode(text) {
-                assert_eq!(Blob::encode(&blob.version, &blob.payload), text);
-                assert!(!blob.payload.is_empty());
-                check_unpack(&blob.payload);
+                assert_eq!(blob.to_text(), text, "decode → to_text is not the identity");
+                assert!(!blob.body.is_empty());
+                check_readings(&blob);
+                let again = Blob::decode(&Blob::encode(&blob.version, &blob.body)).unwrap();
+                assert_eq!(again.version, blob.version);
+                assert_eq!(again.body.split_first(), Some((&FORMAT_2, &blob.body[..])));
+                check_readings(&again);
+                for (payload, _) in blob.readings(false) {
+                    check_unpack(payload);
+                }
             }
         }
         // An external payload on its own.
@@ -65,5 +75,21 @@ fn check_unpack(bytes: &[u8]) {
             Ok(bytes),
             "unpack → pack is not the identity"
         );
+    }
+}
+
+fn check_readings(blob: &Blob) {
+    let marked = blob.body.first() == Some(&FORMAT_2);
+    for unmarked_may_look_marked in [false, true] {
+        let readings = blob.readings(unmarked_may_look_marked);
+        let expected: Vec<(&[u8], ContextBinding)> = match (marked, unmarked_may_look_marked) {
+            (true, false) => vec![(&blob.body[1..], ContextBinding::Canonical)],
+            (true, true) => vec![
+                (&blob.body[1..], ContextBinding::Canonical),
+                (&blob.body[..], ContextBinding::Legacy),
+            ],
+            (false, _) => vec![(&blob.body[..], ContextBinding::Legacy)],
+        };
+        assert_eq!(readings, expected);
     }
 }
