@@ -20,6 +20,30 @@ pub use params::{api_parameters, encode_parameters, percent_encode};
 pub use rpc::{RpcRequest, sign_rpc};
 pub use v3::{Acs3Request, SignedRequest, sign_acs3};
 
+/// The canonical forms of both signatures, for the fuzz targets (feature `fuzzing`); not part
+/// of the API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{AcsSignatureError, RequestParts};
+
+    /// The ACS3 canonical request of `request` over `signed_headers` (lower-case, sorted,
+    /// unique) and the hex SHA-256 of the body, exactly as the signer and the verifier build it.
+    pub fn acs3_canonical_request(
+        request: &RequestParts<'_>,
+        signed_headers: &[&str],
+        hashed_payload: &str,
+    ) -> Result<String, AcsSignatureError> {
+        super::v3::canonical_request(request, signed_headers, hashed_payload)
+    }
+
+    /// The canonicalized query the RPC signature signs: every pair but `Signature`, sorted and
+    /// percent-encoded (the string to sign is `METHOD&%2F&` + its percent-encoding).
+    pub fn rpc_canonical_query<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+        super::params::canonical_query(pairs.into_iter().filter(|(name, _)| *name != "Signature"))
+    }
+}
+
 /// Alibaba's default replay window: ±15 minutes.
 pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::minutes(15);
 

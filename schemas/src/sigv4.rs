@@ -14,6 +14,22 @@ pub use crate::http::{Credential, CredentialLookup, RequestParts, Secret};
 pub use sign::{SignatureHeaders, Signer};
 pub use verify::{Verified, Verifier};
 
+/// The canonical request, for the fuzz targets (feature `fuzzing`); not part of the API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{RequestParts, SigV4Error};
+
+    /// The SigV4 canonical request of `request` over `signed_headers` (lower-case, sorted,
+    /// unique), exactly as the signer and the verifier build it.
+    pub fn canonical_request(
+        request: &RequestParts<'_>,
+        signed_headers: &[String],
+    ) -> Result<String, SigV4Error> {
+        super::canonical::canonical_request(request, signed_headers)
+    }
+}
+
 /// The only algorithm SigV4 defines: `AWS4-HMAC-SHA256`.
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 /// The service name of the XKI protocol, the verifier's default.

@@ -6,7 +6,7 @@ use subtle::ConstantTimeEq;
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
-use super::params::{api_parameters, canonical_query, percent_encode};
+use super::params::{api_parameters, canonical_query, percent_encode, printable};
 use super::{AcsSignatureError, Algorithm, Verified, check_timestamp, format_timestamp};
 use crate::http::{Credential, CredentialLookup, RequestParts};
 
@@ -75,9 +75,10 @@ where
         ))?;
 
     let Some(secret) = credentials.secret(access_key_id) else {
-        return Err(AcsSignatureError::UnknownAccessKey(
-            access_key_id.to_owned(),
-        ));
+        // A parameter of any length and content: the message repeats a short, printable form.
+        return Err(AcsSignatureError::UnknownAccessKey(printable(
+            access_key_id,
+        )));
     };
     let expected = Zeroizing::new(signature(
         secret.expose(),
@@ -135,6 +136,14 @@ pub fn sign_rpc(
             "params repeat a common parameter",
         ));
     }
+    // The verifier refuses a repeated name (its value would be ambiguous): do not sign one.
+    let mut names: Vec<&str> = request.params.iter().map(|(name, _)| *name).collect();
+    names.sort_unstable();
+    if names.windows(2).any(|pair| pair[0] == pair[1]) {
+        return Err(AcsSignatureError::InvalidSigningRequest(
+            "params repeat a parameter",
+        ));
+    }
     if [
         request.method,
         request.action,
@@ -177,6 +186,64 @@ pub fn sign_rpc(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Fuzzing (`acs_verify`): an unknown `AccessKeyId` parameter was repeated whole in the
+    /// error, however long, control characters included.
+    #[test]
+    fn fuzz_unknown_access_key_message_is_short_and_printable() {
+        let access_key_id = format!("LTAI\n{}", "4".repeat(300));
+        let query = crate::acs::encode_parameters([
+            ("AccessKeyId", access_key_id.as_str()),
+            ("Action", "Encrypt"),
+            ("SignatureMethod", "HMAC-SHA1"),
+            ("SignatureVersion", "1.0"),
+            ("SignatureNonce", "n"),
+            ("Timestamp", "2026-11-23T14:58:52Z"),
+            ("Signature", "AAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+        ]);
+        let target = format!("/?{query}");
+        let request = RequestParts {
+            method: "POST",
+            target: &target,
+            headers: &[],
+            body: b"",
+        };
+        let now = time::macros::datetime!(2026-11-23 14:58:52 UTC);
+        let lookup = |_: &str| None;
+        let Err(AcsSignatureError::UnknownAccessKey(shown)) =
+            verify(&request, lookup, now, Duration::minutes(15))
+        else {
+            panic!("expected UnknownAccessKey");
+        };
+        assert_eq!(shown.len(), 64);
+        assert!(shown.starts_with("LTAI?4"), "{shown}");
+    }
+
+    /// Fuzzing (`acs_sign_verify`): `sign_rpc` signed a repeated parameter name, which the
+    /// verifier then refused as `DuplicateParameter`.
+    #[test]
+    fn fuzz_sign_rpc_refuses_repeated_parameters() {
+        let credential = Credential::new("AK", "secret");
+        let request = RpcRequest {
+            method: "POST",
+            action: "Encrypt",
+            version: "2016-01-20",
+            params: &[("Format", "JSON"), ("KeyId", "k"), ("Format", "XML")],
+            nonce: "n",
+        };
+        let now = time::macros::datetime!(2026-11-23 14:58:52 UTC);
+        assert_eq!(
+            sign_rpc(&credential, &request, now),
+            Err(AcsSignatureError::InvalidSigningRequest(
+                "params repeat a parameter"
+            ))
+        );
+        let once = RpcRequest {
+            params: &[("Format", "JSON"), ("KeyId", "k")],
+            ..request
+        };
+        assert!(sign_rpc(&credential, &once, now).is_ok());
+    }
 
     /// The worked example of Alibaba's RPC signature documentation (ECS DescribeRegions).
     #[test]

@@ -104,7 +104,7 @@ fn single<'a>(
 
 /// `METHOD\nURI\nQUERY\nHEADERS\nSIGNED\nPAYLOAD`; each canonical header is `name:value\n` with
 /// the value trimmed (repeats joined with `,`).
-fn canonical_request(
+pub(crate) fn canonical_request(
     request: &RequestParts<'_>,
     signed_headers: &[&str],
     hashed_payload: &str,

@@ -12,6 +12,9 @@ use crate::http::{RequestParts, canonical_path, hmac_sha256, rfc3986_encode, sha
 const SCOPE_TERMINATOR: &str = "aws4_request";
 const AMZ_DATE: &[BorrowedFormatItem<'static>] =
     format_description!("[year][month][day]T[hour][minute][second]Z");
+/// Longest header name an error message repeats.
+const MAX_NAME_IN_ERROR: usize = 64;
+
 /// Longest access key id we accept (AWS: 16 to 128 characters).
 const MAX_ACCESS_KEY_ID_LEN: usize = 128;
 
@@ -164,7 +167,10 @@ pub(crate) fn canonical_request(
         out.push(':');
         let mut values = request.header_values(name).peekable();
         if values.peek().is_none() {
-            return Err(SigV4Error::MissingSignedHeader(name.clone()));
+            // The name is a client's token of any length: keep the message short.
+            return Err(SigV4Error::MissingSignedHeader(
+                name.chars().take(MAX_NAME_IN_ERROR).collect(),
+            ));
         }
         for (i, value) in values.enumerate() {
             if i > 0 {
@@ -268,6 +274,26 @@ mod tests {
             Authorization::parse(compact).unwrap().signed_headers,
             ["host", "x-amz-date"]
         );
+    }
+
+    /// Fuzzing (`sigv4_verify`): a missing signed header's name was repeated whole in the error,
+    /// however long the `SignedHeaders` entry was.
+    #[test]
+    fn fuzz_missing_signed_header_message_is_short() {
+        let long = format!("content{}type", "z".repeat(4000));
+        let headers = vec![("host".to_owned(), "h".to_owned())];
+        let request = RequestParts {
+            method: "POST",
+            target: "/",
+            headers: &headers,
+            body: b"",
+        };
+        let Err(SigV4Error::MissingSignedHeader(name)) =
+            canonical_request(&request, &[long.clone(), "host".to_owned()])
+        else {
+            panic!("expected MissingSignedHeader");
+        };
+        assert_eq!(name, long[..MAX_NAME_IN_ERROR]);
     }
 
     #[test]
