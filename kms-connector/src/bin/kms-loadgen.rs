@@ -63,7 +63,7 @@ struct Args {
     /// Stop after this many seconds (after the warm-up).
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
-    /// Stop after this many requests in total (warm-up included).
+    /// Stop after this many measured requests (warm-up requests not counted).
     #[arg(long, default_value_t = 10_000_000)]
     requests: u64,
     /// Seconds of load before measuring starts.
@@ -347,7 +347,8 @@ fn main() -> Result<()> {
     };
     let call = Arc::new(call);
 
-    let sent = Arc::new(AtomicU64::new(0));
+    // `slots` numbers the rate schedule; `counted` the measured requests, against --requests.
+    let (slots, counted) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let started = Instant::now();
     let measure_from = started + Duration::from_secs_f64(args.warmup);
     let stop_at = measure_from + Duration::from_secs_f64(args.duration);
@@ -360,28 +361,33 @@ fn main() -> Result<()> {
         let mut tasks = Vec::new();
         for _ in 0..args.connections {
             let client = client(ca.as_ref())?;
-            let (signer, call, target, sent) =
-                (signer.clone(), call.clone(), target.clone(), sent.clone());
+            let (signer, call, target, slots, counted) = (
+                signer.clone(),
+                call.clone(),
+                target.clone(),
+                slots.clone(),
+                counted.clone(),
+            );
             let max = args.requests;
             tasks.push(tokio::spawn(async move {
                 let mut stats = WorkerStats::default();
                 loop {
-                    let index = sent.fetch_add(1, Ordering::Relaxed);
-                    if index >= max {
-                        break;
-                    }
                     // Rate mode paces one shared schedule (request i is due at i / rate) and
                     // counts latency from the due time, as wrk2 does, so a server falling
                     // behind shows in the percentiles instead of slowing the generator down.
                     let due = match interval {
                         Some(step) => {
-                            let due = started + step.mul_f64(index as f64);
+                            let slot = slots.fetch_add(1, Ordering::Relaxed);
+                            let due = started + step.mul_f64(slot as f64);
                             tokio::time::sleep_until(due.into()).await;
                             due
                         }
                         None => Instant::now(),
                     };
-                    if due >= stop_at {
+                    let measured = due >= measure_from;
+                    if due >= stop_at
+                        || (measured && counted.fetch_add(1, Ordering::Relaxed) >= max)
+                    {
                         break;
                     }
                     let Ok(signed) = signer.sign(&call) else {
@@ -392,7 +398,7 @@ fn main() -> Result<()> {
                         Err(e) if e.is_timeout() => "timeout".to_owned(),
                         Err(_) => "transport-error".to_owned(),
                     };
-                    if due >= measure_from {
+                    if measured {
                         let us = u32::try_from(due.elapsed().as_micros()).unwrap_or(u32::MAX);
                         stats.latencies_us.push(us);
                         *stats.outcomes.entry(outcome).or_default() += 1;
