@@ -117,10 +117,12 @@ for k in sys.argv[1].split("."):
 print(v)' "$1"; }
 kms() { "$bin/kms-connector" --config "$state/kms-connector.toml" "$@"; }
 api() { curl -sS "$(kms sign-url "$@")"; }
+# utime + stime of a process, in clock ticks (1/100 s).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-"$bin/xki-proxy" serve --config "$state/proxy.toml" >"$state/logs/proxy.log" 2>&1 & pids+=($!)
+"$bin/xki-proxy" serve --config "$state/proxy.toml" >"$state/logs/proxy.log" 2>&1 & pids+=($!); proxy_pid=$!
 wait_http "http://127.0.0.1:$proxy_ops/ready"
-"$bin/kms-connector" --config "$state/kms-connector.toml" serve >"$state/logs/kms-connector.log" 2>&1 & pids+=($!)
+"$bin/kms-connector" --config "$state/kms-connector.toml" serve >"$state/logs/kms-connector.log" 2>&1 & pids+=($!); kms_pid=$!
 wait_http "http://127.0.0.1:$kms_port/"
 
 kms call ConnectKmsInstance KmsInstanceId="$ext_instance" >/dev/null
@@ -143,10 +145,13 @@ results="$state/results.jsonl"
 : > "$results"
 for round in $(seq 1 $rounds); do
   for kind in software hardware external; do
+    k0=$(cpu_ticks "$kms_pid") p0=$(cpu_ticks "$proxy_pid")
     line=$("$bin/kms-loadgen" --url "https://127.0.0.1:$kms_tls_port" --ca-file "$state/pki/ca.pem" \
       --access-key-id "$ak" --secret-file "$state/secrets/kms-ak" --action encrypt --key-id "${key[$kind]}" \
       --plaintext-bytes 32 --connections 32 --duration "$secs" --warmup 1 --json)
-    printf '{"round":%s,"kind":"%s","run":%s}\n' "$round" "$kind" "$line" >> "$results"
+    # The servers' CPU over the whole run (warm-up included), for the per-request comparison.
+    printf '{"round":%s,"kind":"%s","window_s":%s,"kms_ticks":%s,"proxy_ticks":%s,"run":%s}\n' "$round" "$kind" \
+      "$((secs + 1))" "$(($(cpu_ticks "$kms_pid") - k0))" "$(($(cpu_ticks "$proxy_pid") - p0))" "$line" >> "$results"
     printf 'round %s %-8s %s\n' "$round" "$kind" "$(printf '%s' "$line" | python3 -c 'import json,sys
 r = json.load(sys.stdin)
 print("{:8.0f} req/s  p50 {:.2f} ms  p99 {:.2f} ms  loadgen {:.0f} µs CPU/req  {}".format(
@@ -159,9 +164,13 @@ python3 - "$results" <<'EOF'
 import json, statistics, sys
 runs = [json.loads(line) for line in open(sys.argv[1])]
 med = lambda kind, field: statistics.median(r["run"][field] for r in runs if r["kind"] == kind)
+# Server CPU per request, approximate: ticks over warm-up + run, divided by that window's
+# requests at the measured rate.
+per_req = lambda r, ticks: r[ticks] * 1e4 / (r["run"]["rps"] * r["window_s"])
+med_cpu = lambda kind, ticks: statistics.median(per_req(r, ticks) for r in runs if r["kind"] == kind)
 print()
-print("| key | req/s | p50 ms | p99 ms | loadgen CPU µs/req | outcomes (all rounds) |")
-print("| --- | ---: | ---: | ---: | ---: | --- |")
+print("| key | req/s | p50 ms | p99 ms | kms-loadgen CPU µs/req | kms-connector CPU µs/req | xki-proxy CPU µs/req | outcomes (all rounds) |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
 for kind in ("software", "hardware", "external"):
     outcomes = {}
     for r in runs:
@@ -169,7 +178,7 @@ for kind in ("software", "hardware", "external"):
             for k, v in r["run"]["outcomes"].items():
                 outcomes[k] = outcomes.get(k, 0) + v
     print(f"| {kind} | {med(kind, 'rps'):,.0f} | {med(kind, 'p50_ms'):.2f} | {med(kind, 'p99_ms'):.2f} "
-          f"| {med(kind, 'loadgen_cpu_us_per_request'):.0f} | {', '.join(f'{v:,} × {k}' for k, v in sorted(outcomes.items()))} |")
+          f"| {med(kind, 'loadgen_cpu_us_per_request'):.0f} | ~{med_cpu(kind, 'kms_ticks'):.0f} | ~{med_cpu(kind, 'proxy_ticks'):.0f} | {', '.join(f'{v:,} × {k}' for k, v in sorted(outcomes.items()))} |")
 ratios = [h["run"]["rps"] / s["run"]["rps"] for s, h in zip(
     (r for r in runs if r["kind"] == "software"), (r for r in runs if r["kind"] == "hardware"))]
 print()
