@@ -490,3 +490,79 @@ fn report(
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use schemas::acs::{Algorithm, RequestParts, Secret, Verifier};
+
+    use super::*;
+
+    fn signer(kind: SignatureKind) -> Signer {
+        Signer {
+            credential: Credential::new("LTAI5tLoadgenTest", "loadgen-secret"),
+            kind,
+            authority: "127.0.0.1:8443".to_owned(),
+        }
+    }
+
+    /// What the server sees: the signed headers plus the `host` reqwest adds.
+    fn verify(signer: &Signer, signed: &SignedCall) -> schemas::acs::Verified {
+        let mut headers = signed.headers.clone();
+        headers.push(("host".to_owned(), signer.authority.clone()));
+        let request = RequestParts {
+            method: "POST",
+            target: "/",
+            headers: &headers,
+            body: &signed.body,
+        };
+        let lookup = |id: &str| (id == "LTAI5tLoadgenTest").then(|| Secret::from("loadgen-secret"));
+        Verifier::new()
+            .verify(&request, lookup, time::OffsetDateTime::now_utc())
+            .unwrap()
+    }
+
+    #[test]
+    fn both_signatures_verify_with_a_fresh_nonce_each() {
+        let call = Call {
+            action: "Encrypt",
+            params: vec![
+                ("KeyId".into(), "alias/x y".into()),
+                ("Plaintext".into(), "ZZ*~+".into()),
+            ],
+        };
+        for (kind, algorithm) in [
+            (SignatureKind::Acs3HmacSha256, Algorithm::Acs3HmacSha256),
+            (SignatureKind::HmacSha1, Algorithm::RpcHmacSha1),
+        ] {
+            let signer = signer(kind);
+            let first = verify(&signer, &signer.sign(&call).unwrap());
+            let second = verify(&signer, &signer.sign(&call).unwrap());
+            assert_eq!(first.algorithm, algorithm);
+            assert_eq!(first.action.as_deref(), Some("Encrypt"));
+            assert_ne!(first.nonce, second.nonce);
+        }
+    }
+
+    #[test]
+    fn outcomes_name_status_and_code() {
+        assert_eq!(outcome(200, "{}"), "200");
+        assert_eq!(
+            outcome(400, r#"{"HttpStatus":400,"Code":"UnsupportedOperation"}"#),
+            "400 UnsupportedOperation"
+        );
+        assert_eq!(outcome(502, "<html>"), "502 ?");
+    }
+
+    #[test]
+    fn reads_its_own_cpu_time() {
+        // Spinning moves the counter by at least one tick (loaded box: allow 5 s wall time).
+        let before = process_cpu().unwrap();
+        let spin = Instant::now();
+        while process_cpu().unwrap() <= before {
+            assert!(
+                spin.elapsed() < Duration::from_secs(5),
+                "CPU time did not move"
+            );
+        }
+    }
+}
