@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's first command: sets up and starts the HYOK stack on this machine with the
-# embedded defaults (SoftHSM2 token, dev PKI), mints an external key on the XKI side and
-# proves the path works with signed XKI calls. Everything lives under .state/; running it
+# embedded defaults (SoftHSM2 tokens, dev PKI), mints an external key on the XKI side and
+# proves the path works through the KMS OpenAPI, for an external (HYOK) key and for a
+# hardware-protected key generated in the hardware instance's own SoftHSM token. Everything lives under .state/; running it
 # again reuses what is there and restarts nothing that is healthy.
 #
 #   scripts/quickstart.sh         set up (if needed), start, demonstrate
@@ -68,6 +69,8 @@ new_secret "$state/secrets/ekm-user-pin" 32
 new_secret "$state/secrets/ekm-so-pin" 32
 new_secret "$state/secrets/proxy-admin-token" 48
 new_secret "$state/secrets/kms-access-key-secret" 48
+new_secret "$state/secrets/hsm-user-pin" 32
+new_secret "$state/secrets/hsm-so-pin" 32
 [ -s "$state/secrets/root.key" ] || (umask 077 && head -c 32 /dev/urandom > "$state/secrets/root.key")
 # Stable ids for this machine's stack (made once).
 if [ ! -s "$state/ids.env" ]; then
@@ -77,6 +80,9 @@ if [ ! -s "$state/ids.env" ]; then
     echo "software_instance=kst-hzz$(printf '%08x' "$(date +%s)")$(rnd 10)"
     echo "external_instance=kst-hzz$(printf '%08x' "$(date +%s)")$(rnd 10)"
   } > "$state/ids.env"
+fi
+if ! grep -q '^hardware_instance=' "$state/ids.env"; then # a stack made before hardware instances
+  echo "hardware_instance=kst-hzz$(printf '%08x' "$(date +%s)")$(tr -dc 'a-z0-9' < /dev/urandom | head -c 10 || true)" >> "$state/ids.env"
 fi
 # shellcheck disable=SC1091
 . "$state/ids.env"
@@ -187,7 +193,24 @@ name = "hyok-xki-localhost"
 [instances.external]
 settings_file = "$state/xki-connection.json"
 ca_file = "$state/pki/ca.pem"
+
+[[instances]]
+id = "$hardware_instance"
+kind = "hardware"
+name = "hsm-keys"
+[instances.hardware]
+# Its own token, not the EKM's: keys are generated inside it and never leave it.
+module = "/usr/lib/softhsm/libsofthsm2.so"
+token_label = "hyok-hardware"
+pin = { file = "$state/secrets/hsm-user-pin" }
 EOF
+
+if [ ! -f "$state/softhsm/.hardware-initialized" ]; then
+  say "SoftHSM token 'hyok-hardware' for the hardware instance"
+  "$bin/kms-connector" --config "$state/kms-connector.toml" instances init-token "$hardware_instance" \
+    --so-pin-file "$state/secrets/hsm-so-pin" | sed 's/^/    /'
+  touch "$state/softhsm/.hardware-initialized"
+fi
 
 wait_http() { # url, seconds (any HTTP answer counts)
   local deadline=$((SECONDS + $2))
@@ -281,6 +304,23 @@ else
   exit 1
 fi
 
+say "a hardware-protected key: CreateKey in the hardware instance, Encrypt -> Decrypt"
+if [ ! -s "$state/hardware-key-id" ]; then
+  created=$(api CreateKey DKMSInstanceId="$hardware_instance" Description="quickstart HSM key")
+  printf '%s' "$created" | field KeyMetadata.KeyId > "$state/hardware-key-id" || { echo "CreateKey failed: $created" >&2; exit 1; }
+  api CreateAlias AliasName=alias/quickstart-hsm KeyId="$(cat "$state/hardware-key-id")" >/dev/null
+fi
+hsm_key=$(cat "$state/hardware-key-id")
+api DescribeKey KeyId="$hsm_key" | python3 -c 'import json,sys
+m = json.load(sys.stdin)["KeyMetadata"]
+print("    " + "  ".join(f"{k}={m.get(k)}" for k in ("KeyId", "KeyState", "KeySpec", "ProtectionLevel", "DKMSInstanceId")))'
+encrypted=$(api Encrypt KeyId=alias/quickstart-hsm Plaintext="hello, HSM" EncryptionContext="$context")
+blob=$(printf '%s' "$encrypted" | field CiphertextBlob) || { echo "Encrypt failed: $encrypted" >&2; exit 1; }
+echo "    Encrypt:          CiphertextBlob=${blob:0:48}..."
+decrypted=$(api Decrypt CiphertextBlob="$blob" EncryptionContext="$context" | field Plaintext)
+[ "$decrypted" = "hello, HSM" ] || { echo "Decrypt gave $decrypted" >&2; exit 1; }
+echo "    Decrypt:          Plaintext=$decrypted"
+
 cat <<EOF
 
 The stack is running (stop: scripts/quickstart.sh stop; status: scripts/quickstart.sh status).
@@ -288,6 +328,8 @@ The stack is running (stop: scripts/quickstart.sh stop; status: scripts/quicksta
   xki-proxy      https://localhost:$proxy_port  XKI (SigV4);        config .state/xki-proxy.toml, ops http://127.0.0.1:$proxy_ops_port, admin http://127.0.0.1:$proxy_admin_port
   ekm            https://127.0.0.1:$ekm_port  EKM API (mTLS);     config .state/ekm.toml, SoftHSM token in .state/softhsm
   KMS key $kms_key (alias/quickstart-hyok) is bound to External Key ID $key_id.
+  KMS key $hsm_key (alias/quickstart-hsm) lives in the hardware instance's SoftHSM token 'hyok-hardware'.
+  Instances (.state/ids.env): software $software_instance, external $external_instance, hardware $hardware_instance.
 
 Call the KMS API yourself with curl (the URL carries an HMAC-SHA1 RPC signature):
   curl "\$(target/release/kms-connector -c .state/kms-connector.toml sign-url Encrypt KeyId=alias/quickstart-hyok Plaintext=hi)"

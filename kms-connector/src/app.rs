@@ -126,7 +126,7 @@ impl AppHandle {
 
 /// The built, bound application.
 pub struct Application {
-    port: u16,
+    port: Option<u16>,
     tls_port: Option<u16>,
     server: Server,
     state: web::Data<ApiState>,
@@ -177,13 +177,19 @@ impl Application {
                 .unwrap_or_else(|| Arc::new(time::OffsetDateTime::now_utc)),
         });
 
-        let listener = bind(config.server.listen)?;
-        let port = local_port(&listener, config.server.listen)?;
+        let http = match config.server.listen {
+            Some(addr) => {
+                let listener = bind(addr)?;
+                let port = local_port(&listener, addr)?;
+                Some((listener, addr, port))
+            }
+            None => None,
+        };
         let tls = match &config.server.tls {
             Some(tls) => {
                 let listener = bind(tls.listen)?;
                 let port = local_port(&listener, tls.listen)?;
-                Some((listener, port, server_config(tls)?))
+                Some((listener, tls.listen, port, server_config(tls)?))
             }
             None => None,
         };
@@ -211,13 +217,15 @@ impl Application {
         if let Some(workers) = config.server.workers {
             server = server.workers(workers);
         }
-        let addr = config.server.listen;
-        let mut server = server
-            .listen(listener)
-            .map_err(|source| StartError::Bind { addr, source })?;
+        let mut port = None;
+        if let Some((listener, addr, http_port)) = http {
+            server = server
+                .listen(listener)
+                .map_err(|source| StartError::Bind { addr, source })?;
+            port = Some(http_port);
+        }
         let mut tls_port = None;
-        if let Some((listener, port, tls_config)) = tls {
-            let addr = listener.local_addr().unwrap_or(addr);
+        if let Some((listener, addr, port, tls_config)) = tls {
             server = server
                 .listen_tls(listener, listener::Tls::new(tls_config))
                 .map_err(|source| StartError::Bind { addr, source })?;
@@ -240,8 +248,8 @@ impl Application {
         })
     }
 
-    /// The HTTP port.
-    pub fn port(&self) -> u16 {
+    /// The plain HTTP port, unless `server.listen` is left out.
+    pub fn port(&self) -> Option<u16> {
         self.port
     }
 

@@ -7,7 +7,7 @@
 //! default_instance = "kst-hzz68d1fd85abcdefghij"
 //!
 //! [server]
-//! listen = "127.0.0.1:8080"
+//! listen = "127.0.0.1:8080"          # plain HTTP; leave it out to serve HTTPS only
 //! [server.tls]                      # optional HTTPS listener
 //! listen = "0.0.0.0:8443"
 //! cert_file = "tls/server.pem"
@@ -102,8 +102,9 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Plain HTTP listen address (port 0 picks a free port).
-    pub listen: SocketAddr,
+    /// Plain HTTP listen address (port 0 picks a free port); leave it out to serve HTTPS only.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
     /// Optional HTTPS listener.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -626,6 +627,9 @@ impl Config {
             && !(1..=30_000).contains(&ms)
         {
             return invalid("database.timeout_ms must be 1–30000".into());
+        }
+        if self.server.listen.is_none() && self.server.tls.is_none() {
+            return invalid("server: give listen (HTTP), [server.tls] (HTTPS) or both".into());
         }
         self.check_access_keys()?;
         self.check_instances()?;

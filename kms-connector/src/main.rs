@@ -103,6 +103,16 @@ enum InstancesCommand {
         /// `kst-…`.
         id: String,
     },
+    /// Initialise the PKCS#11 token of a hardware instance in a free slot (SoftHSM2, or a token
+    /// that allows it): the label and user PIN its `[instances.hardware]` names, the SO PIN
+    /// from a file. Refuses a label that exists.
+    InitToken {
+        /// `kst-…` of a hardware instance.
+        id: String,
+        /// File holding the token's new security officer PIN.
+        #[arg(long)]
+        so_pin_file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -314,7 +324,10 @@ fn check_config(path: &Path, config: &Config) -> Result<()> {
         root.load()?;
     }
     println!("configuration {} is valid", path.display());
-    println!("  http listener      http://{}", config.server.listen);
+    match config.server.listen {
+        Some(addr) => println!("  http listener      http://{addr}"),
+        None => println!("  http listener      none (HTTPS only)"),
+    }
     match &config.server.tls {
         Some(tls) => println!(
             "  https listener     https://{} (cert {}, key {})",
@@ -441,6 +454,34 @@ fn instance_json(instance: &Instance, key_num: Option<u64>) -> Value {
 
 async fn instances(command: InstancesCommand, store: &Store, config: &Config) -> Result<()> {
     match command {
+        InstancesCommand::InitToken { id, so_pin_file } => {
+            let token = config
+                .instances
+                .iter()
+                .find(|i| i.id == id)
+                .ok_or_else(|| anyhow!("no instance {id} in the configuration"))?
+                .hardware
+                .as_ref()
+                .ok_or_else(|| anyhow!("instance {id} is not a hardware instance"))?;
+            let label = token
+                .token_label
+                .as_deref()
+                .ok_or_else(|| anyhow!("instance {id}: init-token needs token_label"))?;
+            let so_pin = kms_connector::config::SecretRef {
+                file: Some(so_pin_file),
+                env: None,
+            }
+            .resolve()?;
+            let user_pin = token.pin.resolve()?;
+            let slot = ekm::hsm::init_token(
+                &token.module,
+                label,
+                &secrecy::SecretString::from(so_pin.expose().to_owned()),
+                &secrecy::SecretString::from(user_pin.expose().to_owned()),
+            )?;
+            println!("initialised token {label:?} in slot {} for {id}", slot.id());
+            Ok(())
+        }
         InstancesCommand::List { json } => {
             let all = store.list_instances().await?;
             if json {
@@ -599,22 +640,34 @@ fn signed_url(config: &Config, action: &str, params: &[(String, String)]) -> Res
         },
         time::OffsetDateTime::now_utc(),
     )?;
-    let mut addr = config.server.listen;
+    // The plain HTTP listener if there is one; otherwise the HTTPS one under the name
+    // `localhost` (give curl the CA that signed the server's certificate).
+    let (scheme, mut addr) = match (&config.server.listen, &config.server.tls) {
+        (Some(addr), _) => ("http", *addr),
+        (None, Some(tls)) => ("https", tls.listen),
+        (None, None) => bail!("the configuration has no listener"),
+    };
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    Ok(format!("http://{addr}/?{}", encode_parameters(pairs)))
+    let host = match scheme {
+        "https" if addr.ip().is_loopback() => format!("localhost:{}", addr.port()),
+        _ => addr.to_string(),
+    };
+    Ok(format!("{scheme}://{host}/?{}", encode_parameters(pairs)))
 }
 
 /// Sends a signed OpenAPI call to the running server and prints the answer.
 async fn ask_server(config: &Config, action: &str, params: &[(String, String)]) -> Result<()> {
+    let Some(listen) = config.server.listen else {
+        bail!(
+            "'call' talks to the plain HTTP listener (server.listen), which this configuration leaves out; use sign-url with curl --cacert instead"
+        );
+    };
     let url = signed_url(config, action, params)?;
-    let response = reqwest::get(&url).await.with_context(|| {
-        format!(
-            "calling the server at {} (is it running?)",
-            config.server.listen
-        )
-    })?;
+    let response = reqwest::get(&url)
+        .await
+        .with_context(|| format!("calling the server at {listen} (is it running?)"))?;
     let status = response.status();
     let value: Value = response
         .json()

@@ -8,6 +8,8 @@
 mod harness;
 
 use harness::{Setup, Signing, TestApp, Who};
+use kms_connector::app::AppOptions;
+use kms_connector::config::Config;
 use time::{Duration, OffsetDateTime};
 
 const SIGNINGS: [Signing; 3] = [Signing::Acs3, Signing::RpcPost, Signing::RpcGet];
@@ -247,4 +249,39 @@ async fn acs3_requests_must_be_signed_for_an_expected_host() {
         .with_host("evil.example")
         .ok("ListKeys", &[])
         .await;
+}
+
+/// Without `server.listen` the plain HTTP listener is off: the API answers over HTTPS only,
+/// and a configuration with neither listener is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plain_http_listener_can_be_switched_off() {
+    let app = TestApp::start_with(Setup {
+        tls: true,
+        ..Setup::default()
+    })
+    .await;
+    let text = std::fs::read_to_string(&app.config_path).unwrap();
+    let https_only = text.replacen("[server]\nlisten = \"127.0.0.1:0\"\n", "[server]\n", 1);
+    assert_ne!(https_only, text);
+    let dir = app.dir.path();
+    let config = Config::from_toml(&https_only, std::iter::empty(), dir).unwrap();
+    let (http, tls, handle) = harness::spawn_listeners(config, AppOptions::default());
+    assert_eq!(http, None);
+    let c = app.root().https(tls.expect("an HTTPS port"));
+    let key = c.ok("CreateKey", &[]).await["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    c.ok("DescribeKey", &[("KeyId", &key)]).await;
+    drop(handle.stop(false));
+
+    let (head, rest) = https_only.split_once("[server.tls]").unwrap();
+    let neither = format!("{head}{}", &rest[rest.find("\n[").unwrap()..]);
+    let error = Config::from_toml(&neither, std::iter::empty(), dir)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("give listen (HTTP), [server.tls] (HTTPS) or both"),
+        "{error}"
+    );
 }

@@ -1,4 +1,5 @@
-"""Starts a real kms-connector (SQLite, a software instance) for the SDK tests."""
+"""Starts a real kms-connector for the SDK tests: SQLite, a software instance and a hardware
+instance on a SoftHSM2 token of its own (in the test's temp dir, initialised by the CLI)."""
 
 import base64
 import os
@@ -15,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ACCOUNT = "1234567890123456"
 REGION = "cn-hangzhou"
 INSTANCE = "kst-hzz68d1fd85sdktest001"
+HARDWARE_INSTANCE = "kst-hzz68d1fd85sdkhsm0001"
 ACCESS_KEY_ID = "LTAI5tSdkTestAccessKey01"
 
 
@@ -40,6 +42,7 @@ class Connector:
         self.secret = secret
         self.region = REGION
         self.instance = INSTANCE
+        self.hardware_instance = HARDWARE_INSTANCE
 
 
 @pytest.fixture(scope="session")
@@ -48,8 +51,15 @@ def connector(tmp_path_factory):
     secret = base64.b64encode(secrets.token_bytes(30)).decode()
     (state / "ak.secret").write_text(secret)
     (state / "root.key").write_bytes(secrets.token_bytes(32))
-    for name in ("ak.secret", "root.key"):
+    (state / "hsm.pin").write_text(secrets.token_hex(16))
+    (state / "hsm.so-pin").write_text(secrets.token_hex(16))
+    for name in ("ak.secret", "root.key", "hsm.pin", "hsm.so-pin"):
         os.chmod(state / name, 0o600)
+    (state / "tokens").mkdir()
+    (state / "softhsm2.conf").write_text(
+        f"directories.tokendir = {state}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n"
+    )
+    env = dict(os.environ, SOFTHSM2_CONF=str(state / "softhsm2.conf"))
     port = _free_port()
     (state / "kms-connector.toml").write_text(
         f"""
@@ -71,11 +81,25 @@ principal = "acs:ram::{ACCOUNT}:root"
 id = "{INSTANCE}"
 kind = "software"
 name = "sdk-tests"
+[[instances]]
+id = "{HARDWARE_INSTANCE}"
+kind = "hardware"
+name = "sdk-tests-hsm"
+[instances.hardware]
+token_label = "sdk-tests-hsm"
+pin = {{ file = "hsm.pin" }}
 """
+    )
+    config = str(state / "kms-connector.toml")
+    subprocess.run(
+        [str(_binary()), "--config", config, "instances", "init-token", HARDWARE_INSTANCE,
+         "--so-pin-file", str(state / "hsm.so-pin")],
+        env=env, check=True, capture_output=True,
     )
     log = open(state / "kms-connector.log", "wb")
     process = subprocess.Popen(
-        [str(_binary()), "serve", "--config", str(state / "kms-connector.toml")],
+        [str(_binary()), "serve", "--config", config],
+        env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
     )

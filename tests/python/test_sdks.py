@@ -250,3 +250,45 @@ def test_versions_and_rotation_with_both_sdks(connector):
     request = DescribeKeyRequest.DescribeKeyRequest()
     request.set_KeyId(key_id)
     assert call(request)["KeyMetadata"]["AutomaticRotation"] == "Disabled"
+
+
+def test_hardware_instance_keys_with_both_sdks(connector):
+    """CreateKey on the hardware instance (keys generated inside its PKCS#11 token), crypto,
+    versions and rotation policy through both SDKs."""
+    client = tea(connector)
+    created = client.create_key(
+        tea_models.CreateKeyRequest(
+            dkmsinstance_id=connector.hardware_instance, key_spec="Aliyun_AES_128"
+        )
+    ).body.key_metadata
+    assert (created.protection_level, created.key_spec) == ("HSM", "Aliyun_AES_128")
+    assert created.dkmsinstance_id == connector.hardware_instance
+    key_id = created.key_id
+    blob = client.encrypt(
+        tea_models.EncryptRequest(key_id=key_id, plaintext=PLAINTEXT, encryption_context=CONTEXT)
+    ).body.ciphertext_blob
+    version = client.create_key_version(tea_models.CreateKeyVersionRequest(key_id=key_id)).body.key_version
+    decrypted = client.decrypt(
+        tea_models.DecryptRequest(ciphertext_blob=blob, encryption_context=CONTEXT)
+    ).body
+    assert decrypted.plaintext == PLAINTEXT and decrypted.key_version_id != version.key_version_id
+    encrypted = client.encrypt(tea_models.EncryptRequest(key_id=key_id, plaintext="v2")).body
+    assert encrypted.key_version_id == version.key_version_id
+    client.update_rotation_policy(
+        tea_models.UpdateRotationPolicyRequest(
+            key_id=key_id, enable_automatic_rotation=True, rotation_interval="90d"
+        )
+    )
+    listed = client.list_key_versions(tea_models.ListKeyVersionsRequest(key_id=key_id)).body
+    assert listed.total_count == 2
+
+    call = classic(connector)
+    request = CreateKeyRequest.CreateKeyRequest()
+    request.set_DKMSInstanceId(connector.hardware_instance)
+    metadata = call(request)["KeyMetadata"]
+    assert (metadata["ProtectionLevel"], metadata["KeySpec"]) == ("HSM", "Aliyun_AES_256")
+    request = DescribeKeyRequest.DescribeKeyRequest()
+    request.set_KeyId(key_id)
+    described = call(request)["KeyMetadata"]
+    assert (described["AutomaticRotation"], described["RotationInterval"]) == ("Enabled", "7776000s")
+    assert described["PrimaryKeyVersion"] == version.key_version_id

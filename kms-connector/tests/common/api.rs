@@ -323,9 +323,22 @@ impl TestApp {
     }
 }
 
-/// Runs an application on its own thread and actix System (as the binary does); returns once
-/// its listeners are bound.
+/// Runs an application with a plain HTTP listener on its own thread and actix System (as the
+/// binary does); returns once its listeners are bound.
 pub fn spawn(config: Config, options: AppOptions) -> (u16, Option<u16>, AppHandle) {
+    let (port, tls_port, handle) = spawn_listeners(config, options);
+    (
+        port.expect("the configuration has server.listen"),
+        tls_port,
+        handle,
+    )
+}
+
+/// [`spawn`] for any listeners: the HTTP and the HTTPS port, each if configured.
+pub fn spawn_listeners(
+    config: Config,
+    options: AppOptions,
+) -> (Option<u16>, Option<u16>, AppHandle) {
     let (started_tx, started_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("kms-connector-under-test".into())
