@@ -38,6 +38,13 @@ pub trait InstanceControl: Send + Sync + 'static {
     async fn check_health(&self) -> InstanceStatus;
     /// Sets the state stored before a restart.
     fn restore(&self, _status: InstanceStatus) {}
+    /// The connection epoch: every connect, disconnect and restore starts a new one.
+    fn epoch(&self) -> u64 {
+        0
+    }
+    /// Sets a state read from the store unless a connect, disconnect or restore came after
+    /// epoch `seen` (the read is stale then).
+    fn restore_at(&self, _seen: u64, _status: InstanceStatus) {}
     /// Every state change (including those the backend makes on its own).
     fn subscribe(&self) -> Option<watch::Receiver<InstanceStatus>> {
         None
@@ -276,9 +283,11 @@ impl Instances {
         let Some(control) = &handle.control else {
             return Ok(());
         };
+        // The local state first, then the row: a connect made here in between has stored its
+        // intent already, and a stale row cannot undo it (`restore_at` checks the epoch).
+        let seen = control.epoch();
+        let local_up = handle.backend.status().state.wanted_up();
         let row = self.store.get_instance(&handle.id).await?;
-        let local = handle.backend.status().state;
-        let local_up = local.wanted_up();
         match (row.connection_state.wanted_up(), local_up) {
             (true, false) => {
                 tracing::info!(instance = %handle.id, "connecting: the instance was connected on another replica");
@@ -287,10 +296,13 @@ impl Instances {
             }
             (false, true) => {
                 tracing::info!(instance = %handle.id, state = %row.connection_state, "disconnecting: the instance was disconnected on another replica");
-                control.restore(InstanceStatus {
-                    state: row.connection_state,
-                    error: None,
-                });
+                control.restore_at(
+                    seen,
+                    InstanceStatus {
+                        state: row.connection_state,
+                        error: None,
+                    },
+                );
             }
             _ => {}
         }
@@ -485,6 +497,14 @@ mod external {
 
         fn restore(&self, status: InstanceStatus) {
             self.0.restore(status);
+        }
+
+        fn epoch(&self) -> u64 {
+            self.0.epoch()
+        }
+
+        fn restore_at(&self, seen: u64, status: InstanceStatus) {
+            self.0.restore_at(seen, status);
         }
 
         fn subscribe(&self) -> Option<watch::Receiver<InstanceStatus>> {

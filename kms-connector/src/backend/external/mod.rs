@@ -151,6 +151,16 @@ impl ExternalBackend {
         self.inner.monitor.restore(status);
     }
 
+    /// The current connection epoch (a connect, disconnect or restore starts a new one).
+    pub fn epoch(&self) -> u64 {
+        self.inner.monitor.epoch()
+    }
+
+    /// [`Self::restore`] unless a connect, disconnect or restore came after epoch `seen`.
+    pub fn restore_at(&self, seen: u64, status: InstanceStatus) -> bool {
+        self.inner.monitor.restore_at(seen, status)
+    }
+
     /// `ConnectKmsInstance`: `Connecting`, one signed health call (`ConnectCustomKeyStore`), then
     /// `Connected` or `Error(code)`. Returns the state it ended in (`Disconnected` if a
     /// disconnect came meanwhile). Waits for the proxy (at most one `timeout_ms`).

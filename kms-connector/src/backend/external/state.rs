@@ -97,6 +97,26 @@ impl ConnectionMonitor {
     /// stopped mid-connect) is finished by the next health check.
     pub(crate) fn restore(&self, status: InstanceStatus) {
         let mut epoch = self.lock();
+        Self::apply_restore(self, &mut epoch, status);
+    }
+
+    /// The number of the current epoch: every connect, disconnect and restore starts one.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.lock().number
+    }
+
+    /// [`Self::restore`], unless another epoch began since `seen` (a connect or disconnect made
+    /// after the caller read the state it acts on). Whether it applied.
+    pub(crate) fn restore_at(&self, seen: u64, status: InstanceStatus) -> bool {
+        let mut epoch = self.lock();
+        if epoch.number != seen {
+            return false;
+        }
+        Self::apply_restore(self, &mut epoch, status);
+        true
+    }
+
+    fn apply_restore(&self, epoch: &mut Epoch, status: InstanceStatus) {
         epoch.number += 1;
         let status = match status.state {
             ConnectionState::Error => {
@@ -234,6 +254,19 @@ mod tests {
             m.current(),
             error_status(ConnectionError::InvalidTlsConfiguration)
         );
+    }
+
+    #[test]
+    fn a_restore_from_a_stale_read_does_not_undo_a_connect() {
+        let m = ConnectionMonitor::new("https://x".into());
+        let seen = m.epoch();
+        let connect = m.begin_connect();
+        assert!(!m.restore_at(seen, plain(ConnectionState::Disconnected)));
+        m.end_connect(connect, Some(Ok(())));
+        assert_eq!(m.current(), InstanceStatus::CONNECTED);
+        let seen = m.epoch();
+        assert!(m.restore_at(seen, plain(ConnectionState::Disconnected)));
+        assert_eq!(m.current().state, ConnectionState::Disconnected);
     }
 
     #[test]
