@@ -1,6 +1,7 @@
 //! Key versions and rotation through the OpenAPI on software keys: CreateKey with automatic
 //! rotation, CreateKeyVersion, UpdateRotationPolicy with its rules, Encrypt on the primary and
-//! Decrypt / ReEncrypt with any version, and the scheduler rotating a due key once per interval.
+//! Decrypt / ReEncrypt with any version, the scheduler rotating a due key once per interval,
+//! and a rotation cut between the new version and its promotion leaving one primary.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "common/api.rs"]
@@ -199,4 +200,55 @@ async fn rotation_policy_rules() {
         .call("CreateKeyVersion", &[("KeyId", &key)])
         .await
         .expect("Forbidden.NoPermission", 403);
+}
+
+/// A rotation that fails between storing the new version and promoting it (a fault injected by
+/// an SQLite trigger that aborts the promotion, as a crash at that point would end it) leaves
+/// the key as it was: one version, the old primary. After a restart the next rotation makes
+/// exactly one new primary and every earlier blob still decrypts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_between_a_new_version_and_its_promotion_leaves_one_primary() {
+    use diesel::{Connection as _, RunQueryDsl as _, SqliteConnection};
+
+    let app = TestApp::start().await;
+    let c = app.root();
+    let created = c.ok("CreateKey", &[]).await["KeyMetadata"].clone();
+    let (key, v1) = (s(&created["KeyId"]), s(&created["PrimaryKeyVersion"]));
+    let blob = s(&c
+        .ok(
+            "Encrypt",
+            &[("KeyId", &key), ("Plaintext", "before the fault")],
+        )
+        .await["CiphertextBlob"]);
+
+    let path = app.dir.path().join("kms.db");
+    let mut db = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+    diesel::sql_query(
+        "CREATE TRIGGER injected_crash BEFORE UPDATE OF primary_key_version ON keys \
+         BEGIN SELECT RAISE(ABORT, 'injected crash before the promotion'); END",
+    )
+    .execute(&mut db)
+    .unwrap();
+    let reply = c.call("CreateKeyVersion", &[("KeyId", &key)]).await;
+    assert!(reply.status >= 500, "{}", reply.body);
+    assert_eq!(versions(&c, &key).await, vec![v1.clone()]);
+    assert_eq!(s(&meta(&c, &key).await["PrimaryKeyVersion"]), v1);
+
+    diesel::sql_query("DROP TRIGGER injected_crash")
+        .execute(&mut db)
+        .unwrap();
+    drop(db);
+    app.handle.stop(true).await;
+    let text = std::fs::read_to_string(&app.config_path).unwrap();
+    let config =
+        kms_connector::config::Config::from_toml(&text, std::iter::empty(), app.dir.path())
+            .unwrap();
+    let (port, _, handle) = harness::spawn(config, kms_connector::app::AppOptions::default());
+    let c = c.at_port(port);
+    let v2 = s(&c.ok("CreateKeyVersion", &[("KeyId", &key)]).await["KeyVersion"]["KeyVersionId"]);
+    assert_eq!(versions(&c, &key).await, vec![v1, v2.clone()]);
+    assert_eq!(s(&meta(&c, &key).await["PrimaryKeyVersion"]), v2);
+    let dec = c.ok("Decrypt", &[("CiphertextBlob", &blob)]).await;
+    assert_eq!(dec["Plaintext"], "before the fault");
+    drop(handle.stop(false));
 }
