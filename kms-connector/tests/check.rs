@@ -423,3 +423,63 @@ async fn check_endpoint_command() {
             .contains("no route at /nope/kms/xks/v1")
     );
 }
+
+/// The binary: `instances check ID` on a configured external instance (its `settings_file`),
+/// text output, exit status 0; an instance that is not external is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_check_command() {
+    const INSTANCE: &str = "kst-hzz68d1fd85external01";
+    let proxy = TestProxy::start().await;
+    let settings = xki_proxy::credentials::ConnectionSettings {
+        xks_proxy_uri_endpoint: format!("https://{HOST}:{}", proxy.port),
+        xks_proxy_uri_path: format!("{}/kms/xks/v1", xki::PREFIX),
+        xks_proxy_authentication_credential: xki_proxy::credentials::AuthenticationCredential {
+            access_key_id: proxy.access_key_id.clone(),
+            raw_secret_access_key: std::fs::read_to_string(proxy.dir().join("xki-secret")).unwrap(),
+        },
+        server_certificate_sha256: proxy.fingerprint.clone(),
+        connectivity: "private-link".into(),
+    };
+    proxy.write("settings.json", &serde_json::to_string(&settings).unwrap());
+    proxy.write("root.key", &"A".repeat(32));
+    let config = proxy.write(
+        "kms-connector.toml",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[kms]\nregion = \"{REGION}\"\naccount_id = \"1540355698848\"\n\n\
+             [database]\nurl = \"kms.db\"\n\n[root_key]\nfile = \"root.key\"\n\n\
+             [[instances]]\nid = \"{INSTANCE}\"\nkind = \"external\"\nname = \"checked\"\n\n\
+             [instances.external]\nsettings_file = \"settings.json\"\nca_file = \"ca.pem\"\ntimeout_ms = 5000\n"
+        ),
+    );
+    let key = create_key("check-cli", BOTH).await;
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_kms-connector"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env_remove("KMS_CONNECTOR_CONFIG")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        eprintln!("{stdout}{stderr}");
+        (output.status.code(), stdout, stderr)
+    };
+    let (status, stdout, _) = run(&["instances", "check", INSTANCE, "--key-id", key.as_str()]);
+    assert_eq!(status, Some(0), "{stdout}");
+    assert!(stdout.contains("result: pass"), "{stdout}");
+    for step in ["dns", "tcp", "tls", "sigv4", "health", "key-metadata"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with(step) && l.contains(" pass ")),
+            "{step} did not pass: {stdout}"
+        );
+    }
+    let (status, _, stderr) = run(&["instances", "check", "kst-hzz68d1fd85nosuchone1"]);
+    assert_eq!(status, Some(1));
+    assert!(
+        stderr.contains("no instance kst-hzz68d1fd85nosuchone1"),
+        "{stderr}"
+    );
+}

@@ -35,6 +35,8 @@ use super::{ConfigError, HEALTH_CHECK_OPERATION};
 
 /// Budget of the DNS, TCP and TLS steps (the XKI calls keep the instance's `timeout_ms`).
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
+/// A certificate expiring sooner is flagged in the TLS step's detail (it still passes).
+const RENEW_WITHIN_DAYS: i64 = 30;
 /// `kmsOperation` of the key metadata step.
 const DESCRIBE_OPERATION: &str = "DescribeKey";
 /// `awsPrincipalArn` of the key metadata step (what the proxy's authorization rules see).
@@ -148,7 +150,13 @@ impl fmt::Display for Report {
                 Verdict::Fail => "FAIL",
                 Verdict::Skip => "skip",
             };
-            writeln!(f, "  {:<13} {verdict}  {}", step.step.as_str(), step.detail)?;
+            // One part of the detail a line: the TLS step has several.
+            let mut parts = step.detail.split("; ");
+            let first = parts.next().unwrap_or_default();
+            writeln!(f, "  {:<13} {verdict}  {first}", step.step.as_str())?;
+            for part in parts {
+                writeln!(f, "  {:<13}       {part}", "")?;
+            }
             if let Some(hint) = &step.hint {
                 writeln!(f, "  {:<13}       hint: {hint}", "")?;
             }
@@ -456,10 +464,15 @@ async fn tls(settings: &ExternalSettings, host: &str, tcp: TcpStream) -> Result<
             format!("name {host} not in the certificate")
         };
         parts.push(format!("{name} (SANs: {})", cert.sans.join(", ")));
+        let days_left = cert.days_left();
+        let soon = if days_left < RENEW_WITHIN_DAYS {
+            ": renew it soon"
+        } else {
+            ""
+        };
         parts.push(format!(
-            "expires {} ({} days left)",
-            cert.not_after_text,
-            cert.days_left()
+            "expires {} ({days_left} days left{soon})",
+            cert.not_after_text
         ));
     }
     parts.push(format!("client certificate {client_auth}"));
