@@ -2,7 +2,9 @@
 //! the audit trail, and rotate the root key. `keys`, `audit` and `root-key` work on the store
 //! directly; `instances connect` and
 //! `disconnect` ask the running server (a signed OpenAPI call with a configured AccessKey), since
-//! the connection lives in its memory.
+//! the connection lives in its memory. `instances check` and `check-endpoint` test the path to
+//! an XKI proxy step by step (`backend::external::check`); `check-endpoint` needs no
+//! configuration.
 
 use std::path::{Path, PathBuf};
 
@@ -63,6 +65,30 @@ enum Command {
         /// Parameters as `Name=Value`.
         params: Vec<String>,
     },
+    /// Check the path to an XKI proxy before an instance exists: DNS, TCP, TLS, SigV4, health,
+    /// and one key's metadata with --key-id. Exits non-zero unless every step passes.
+    CheckEndpoint {
+        /// The connection-settings JSON `xki-proxy credentials new` prints.
+        #[arg(long)]
+        settings: PathBuf,
+        /// PEM bundle of the CAs the proxy's certificate must chain to (with a name check).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Client certificate (PEM) for mutual TLS.
+        #[arg(long, requires = "client_key")]
+        client_cert: Option<PathBuf>,
+        /// Its private key (PEM).
+        #[arg(long, requires = "client_cert")]
+        client_key: Option<PathBuf>,
+        /// SigV4 region; the configuration's region when --config is given.
+        #[arg(long)]
+        region: Option<String>,
+        /// Budget of one XKI call, milliseconds (the connector's default).
+        #[arg(long, default_value_t = kms_connector::backend::external::config::DEFAULT_TIMEOUT_MS)]
+        timeout_ms: u64,
+        #[command(flatten)]
+        check: CheckArgs,
+    },
     /// The audit trail, newest first.
     Audit {
         /// Only events about this key.
@@ -103,6 +129,14 @@ enum InstancesCommand {
         /// `kst-…`.
         id: String,
     },
+    /// Check the path to an external instance's XKI proxy, step by step: DNS, TCP, TLS, SigV4,
+    /// health, and one key's metadata with --key-id. Exits non-zero unless every step passes.
+    Check {
+        /// `kst-…` of an external instance in the configuration.
+        id: String,
+        #[command(flatten)]
+        check: CheckArgs,
+    },
     /// Initialise the PKCS#11 token of a hardware instance in a free slot (SoftHSM2, or a token
     /// that allows it): the label and user PIN its `[instances.hardware]` names, the SO PIN
     /// from a file. Refuses a label that exists.
@@ -113,6 +147,17 @@ enum InstancesCommand {
         #[arg(long)]
         so_pin_file: PathBuf,
     },
+}
+
+/// What both checks share.
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// An external key id behind the proxy: adds a GetKeyMetadata step.
+    #[arg(long)]
+    key_id: Option<String>,
+    /// JSON instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -149,6 +194,45 @@ enum KeysCommand {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Command::CheckEndpoint {
+        settings,
+        ca_file,
+        client_cert,
+        client_key,
+        region,
+        timeout_ms,
+        check,
+    } = cli.command
+    {
+        let region = match (region, &cli.config) {
+            (Some(region), _) => region,
+            (None, Some(path)) => {
+                Config::load(path)
+                    .with_context(|| format!("loading {}", path.display()))?
+                    .kms
+                    .region
+            }
+            (None, None) => bail!("give --region (or --config for the connector's region)"),
+        };
+        let instance = kms_connector::backend::external::ExternalInstanceConfig {
+            settings_file: Some(settings),
+            ca_file,
+            client_cert_file: client_cert,
+            client_key_file: client_key,
+            timeout_ms: Some(timeout_ms),
+            // The configuration keeps a call's budget within the health interval.
+            health_interval_secs: Some(
+                timeout_ms
+                    .div_ceil(1000)
+                    .max(kms_connector::backend::external::config::DEFAULT_HEALTH_INTERVAL_SECS),
+            ),
+            ..Default::default()
+        };
+        let settings = instance
+            .resolve(&region, &std::env::current_dir()?)
+            .context("connection settings")?;
+        return run_check(&settings, &check);
+    }
     let path = cli
         .config
         .ok_or_else(|| anyhow!("give --config <file> (or KMS_CONNECTOR_CONFIG)"))?;
@@ -159,6 +243,23 @@ fn main() -> Result<()> {
         Command::SignUrl { action, params } => {
             println!("{}", signed_url(&config, &action, &parse_params(&params)?)?);
             Ok(())
+        }
+        Command::Instances {
+            command: InstancesCommand::Check { id, check },
+        } => {
+            let instance = config
+                .instances
+                .iter()
+                .find(|i| i.id == id)
+                .ok_or_else(|| anyhow!("no instance {id} in the configuration"))?;
+            let external = instance
+                .external
+                .as_ref()
+                .ok_or_else(|| anyhow!("instance {id} is not an external instance"))?;
+            let settings = external
+                .resolve(&config.kms.region, &config.base_dir)
+                .with_context(|| format!("instances {id}"))?;
+            run_check(&settings, &check)
         }
         Command::Call { action, params } => {
             let params = parse_params(&params)?;
@@ -177,6 +278,33 @@ fn main() -> Result<()> {
 }
 
 use kms_connector::backend::software::SoftwareBackend;
+
+/// Runs the connectivity check, prints the report, and exits 1 unless every step passed.
+fn run_check(
+    settings: &kms_connector::backend::external::ExternalSettings,
+    args: &CheckArgs,
+) -> Result<()> {
+    use kms_connector::backend::external::check;
+    let key = args
+        .key_id
+        .as_deref()
+        .map(schemas::xki::ExternalKeyId::parse)
+        .transpose()
+        .map_err(|e| anyhow!("--key-id: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(check::run(settings, key.as_ref()));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    if !report.passed() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
 
 async fn root_key(command: RootKeyCommand, store: &Store, config: &Config) -> Result<()> {
     let root = config
@@ -430,9 +558,11 @@ async fn offline(command: Command, config: Config) -> Result<()> {
             }
             Ok(())
         }
-        Command::Serve | Command::CheckConfig | Command::SignUrl { .. } | Command::Call { .. } => {
-            Ok(())
-        }
+        Command::Serve
+        | Command::CheckConfig
+        | Command::CheckEndpoint { .. }
+        | Command::SignUrl { .. }
+        | Command::Call { .. } => Ok(()),
     }
 }
 
@@ -512,6 +642,7 @@ async fn instances(command: InstancesCommand, store: &Store, config: &Config) ->
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(())
         }
+        InstancesCommand::Check { .. } => Ok(()),
         InstancesCommand::Connect { id } => {
             ask_server(
                 config,

@@ -120,7 +120,20 @@ pub struct TestProxy {
     pub access_key_id: String,
     dir: tempfile::TempDir,
     mtls: Option<Mtls>,
+    backend: Option<Arc<dyn KeyManager>>,
     running: Option<Running>,
+}
+
+/// How a proxy departs from the default one (for deliberately broken set-ups).
+#[derive(Default)]
+pub struct ProxyOptions {
+    /// Mutual TLS.
+    pub mtls: Option<Mtls>,
+    /// The server certificate's spec (default: [`HOST`] and 127.0.0.1, valid), issued by the
+    /// proxy's CA.
+    pub server_cert: Option<certs::LeafSpec>,
+    /// The key manager behind the proxy (default: [`ekm`]).
+    pub backend: Option<Arc<dyn KeyManager>>,
 }
 
 struct Running {
@@ -145,14 +158,29 @@ impl TestProxy {
 
     /// Starts a proxy on a free port, with mutual TLS when `mtls` is given.
     pub async fn start_with(mtls: Option<Mtls>) -> Self {
+        Self::start_custom(ProxyOptions {
+            mtls,
+            ..ProxyOptions::default()
+        })
+        .await
+    }
+
+    /// Starts a proxy on a free port with `options`.
+    pub async fn start_custom(options: ProxyOptions) -> Self {
+        let ProxyOptions {
+            mtls,
+            server_cert,
+            backend,
+        } = options;
         let dir = tempfile::Builder::new()
             .prefix("kms-connector-xki-")
             .tempdir()
             .unwrap();
         let ca = certs::Authority::new("kms-connector test proxy CA").unwrap();
-        let server = ca
-            .issue_server(HOST, &[HOST], &[IpAddr::V4(Ipv4Addr::LOCALHOST)])
-            .unwrap();
+        let spec = server_cert.unwrap_or_else(|| {
+            certs::LeafSpec::server(HOST, &[HOST], &[IpAddr::V4(Ipv4Addr::LOCALHOST)])
+        });
+        let server = ca.issue(&spec).unwrap();
         let fingerprint = certs::sha256_fingerprint(&server.cert_pem)
             .unwrap()
             .to_ascii_lowercase();
@@ -171,6 +199,7 @@ impl TestProxy {
             access_key_id: credential.access_key_id.clone(),
             dir,
             mtls,
+            backend,
             running: None,
         };
         proxy
@@ -242,7 +271,7 @@ impl TestProxy {
         let text = self.render(port);
         let config = Config::from_toml(&text, std::iter::empty(), self.dir.path())
             .map_err(|e| format!("configuration refused: {e}\n{text}"))?;
-        let backend: Arc<dyn KeyManager> = ekm();
+        let backend: Arc<dyn KeyManager> = self.backend.clone().unwrap_or_else(|| ekm());
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("xki-proxy-under-test".into())

@@ -6,6 +6,7 @@
 //! - `client`: the pooled, signing, strictly parsing XKI client.
 //! - `tls`: server-certificate pinning and/or CA trust.
 //! - `state`: the connection state machine.
+//! - [`check`]: the connectivity checker (`kms-connector instances check`, `check-endpoint`).
 //!
 //! # Running an instance
 //!
@@ -34,6 +35,7 @@
 //! `key_id ‖ 0x00 ‖ version_id ‖ caller AAD`: several KMS keys may share one external key, and
 //! without the binding a payload of one KMS key would decrypt under another.
 
+pub mod check;
 pub mod config;
 
 mod client;

@@ -6,8 +6,8 @@
 //! trust anchor: the name is not checked, the validity period is, and the handshake signature
 //! still proves that the server holds the pinned certificate's key.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
@@ -134,19 +134,93 @@ fn check_validity(der: &CertificateDer<'_>, now: UnixTime) -> Result<(), rustls:
     Ok(())
 }
 
-/// What the handshakes taught: whether the proxy asked for a client certificate that this
-/// instance does not have. Over TLS 1.3 the proxy refuses such a client only after the client's
+/// What the handshakes taught: whether the proxy asked for a client certificate (and whether
+/// this instance had none). Over TLS 1.3 the proxy refuses such a client only after the client's
 /// handshake is done, and whether the client then reads the alert or meets a reset connection
-/// is a race; this flag turns the reset into the TLS failure it is.
+/// is a race; the flag turns the reset into the TLS failure it is. The connectivity checker
+/// ([`super::check`]) also asks for the proxy's leaf certificate, recorded only when it asks
+/// (a recording diagnostics), so that a refused certificate can be described.
 #[derive(Debug, Default)]
 pub(crate) struct TlsDiagnostics {
+    client_certificate_requested: AtomicBool,
     client_certificate_missing: AtomicBool,
+    /// `Some` when recording: the last leaf certificate the proxy presented.
+    server_certificate: Option<Mutex<Option<CertificateDer<'static>>>>,
 }
 
 impl TlsDiagnostics {
+    /// Diagnostics that also keep the proxy's leaf certificate.
+    pub(crate) fn recording() -> Self {
+        Self {
+            server_certificate: Some(Mutex::new(None)),
+            ..Self::default()
+        }
+    }
+
     /// The proxy asked for a client certificate and got none.
     pub(crate) fn client_certificate_missing(&self) -> bool {
         self.client_certificate_missing.load(Ordering::Relaxed)
+    }
+
+    /// The proxy asked for a client certificate.
+    pub(crate) fn client_certificate_requested(&self) -> bool {
+        self.client_certificate_requested.load(Ordering::Relaxed)
+    }
+
+    /// The last leaf certificate the proxy presented (recording diagnostics only).
+    pub(crate) fn server_certificate(&self) -> Option<CertificateDer<'static>> {
+        let slot = self.server_certificate.as_ref()?;
+        slot.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn record_server_certificate(&self, der: &CertificateDer<'_>) {
+        if let Some(slot) = &self.server_certificate {
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(der.clone().into_owned());
+        }
+    }
+}
+
+/// [`PinningVerifier`] that first records the presented certificate in the diagnostics.
+#[derive(Debug)]
+struct Observed {
+    inner: PinningVerifier,
+    diagnostics: Arc<TlsDiagnostics>,
+}
+
+impl ServerCertVerifier for Observed {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.diagnostics.record_server_certificate(end_entity);
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 
@@ -161,6 +235,9 @@ impl ResolvesClientCert for NoClientCertificate {
         _root_hint_subjects: &[&[u8]],
         _sigschemes: &[SignatureScheme],
     ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0
+            .client_certificate_requested
+            .store(true, Ordering::Relaxed);
         if !self
             .0
             .client_certificate_missing
@@ -176,6 +253,31 @@ impl ResolvesClientCert for NoClientCertificate {
     }
 }
 
+/// The client-certificate resolver of an instance with an identity: always that identity, and
+/// records that the proxy asked (rustls' own `with_client_auth_cert` resolver, observed).
+#[derive(Debug)]
+struct ClientCertificate {
+    key: Arc<rustls::sign::CertifiedKey>,
+    diagnostics: Arc<TlsDiagnostics>,
+}
+
+impl ResolvesClientCert for ClientCertificate {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.diagnostics
+            .client_certificate_requested
+            .store(true, Ordering::Relaxed);
+        Some(self.key.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 /// The client TLS configuration of an instance: TLS 1.2 and 1.3 (ring), our verifier, the mTLS
 /// identity if any, session resumption on (rustls' default cache, which keeps reconnects within
 /// the 250 ms budget), and ALPN `http/1.1` only: KMS speaks HTTP/1.1 and signs `host`, and over
@@ -186,20 +288,34 @@ pub(crate) fn client_config(
     diagnostics: &Arc<TlsDiagnostics>,
 ) -> Result<rustls::ClientConfig, ConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier =
-        PinningVerifier::new(settings.certificate_sha256, &settings.ca_certs, &provider)?;
+    let verifier = Observed {
+        inner: PinningVerifier::new(settings.certificate_sha256, &settings.ca_certs, &provider)?,
+        diagnostics: diagnostics.clone(),
+    };
+    let identity = match &settings.client_identity {
+        None => None,
+        Some(identity) => Some(
+            rustls::sign::CertifiedKey::from_der(
+                identity.chain.clone(),
+                identity.key.clone_key(),
+                &provider,
+            )
+            .map_err(|e| ConfigError::Tls(format!("client certificate: {e}")))?,
+        ),
+    };
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ConfigError::Tls(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier));
-    let mut config = match &settings.client_identity {
+    let mut config = match identity {
         None => {
             builder.with_client_cert_resolver(Arc::new(NoClientCertificate(diagnostics.clone())))
         }
-        Some(identity) => builder
-            .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
-            .map_err(|e| ConfigError::Tls(format!("client certificate: {e}")))?,
+        Some(key) => builder.with_client_cert_resolver(Arc::new(ClientCertificate {
+            key: Arc::new(key),
+            diagnostics: diagnostics.clone(),
+        })),
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
