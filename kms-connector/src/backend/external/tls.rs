@@ -25,6 +25,8 @@ pub(crate) struct PinningVerifier {
     pin: Option<[u8; 32]>,
     webpki: Option<Arc<WebPkiServerVerifier>>,
     algorithms: WebPkiSupportedAlgorithms,
+    /// Where the presented leaf certificate is recorded (the connectivity checker's).
+    diagnostics: Option<Arc<TlsDiagnostics>>,
 }
 
 impl PinningVerifier {
@@ -57,7 +59,15 @@ impl PinningVerifier {
             pin,
             webpki,
             algorithms: provider.signature_verification_algorithms,
+            diagnostics: None,
         })
+    }
+
+    /// The same verifier, recording each presented leaf certificate in `diagnostics` (kept
+    /// only by recording diagnostics, [`TlsDiagnostics::recording`]).
+    fn observed_by(mut self, diagnostics: &Arc<TlsDiagnostics>) -> Self {
+        self.diagnostics = Some(diagnostics.clone());
+        self
     }
 }
 
@@ -70,6 +80,9 @@ impl ServerCertVerifier for PinningVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(diagnostics) = &self.diagnostics {
+            diagnostics.record_server_certificate(end_entity);
+        }
         if let Some(pin) = &self.pin {
             let digest = Sha256::digest(end_entity.as_ref());
             if !bool::from(digest.as_slice().ct_eq(pin)) {
@@ -180,50 +193,6 @@ impl TlsDiagnostics {
     }
 }
 
-/// [`PinningVerifier`] that first records the presented certificate in the diagnostics.
-#[derive(Debug)]
-struct Observed {
-    inner: PinningVerifier,
-    diagnostics: Arc<TlsDiagnostics>,
-}
-
-impl ServerCertVerifier for Observed {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        self.diagnostics.record_server_certificate(end_entity);
-        self.inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
 /// The client-certificate resolver of an instance without an identity: answers "none", and
 /// records that the proxy asked.
 #[derive(Debug)]
@@ -288,10 +257,9 @@ pub(crate) fn client_config(
     diagnostics: &Arc<TlsDiagnostics>,
 ) -> Result<rustls::ClientConfig, ConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Observed {
-        inner: PinningVerifier::new(settings.certificate_sha256, &settings.ca_certs, &provider)?,
-        diagnostics: diagnostics.clone(),
-    };
+    let verifier =
+        PinningVerifier::new(settings.certificate_sha256, &settings.ca_certs, &provider)?
+            .observed_by(diagnostics);
     let identity = match &settings.client_identity {
         None => None,
         Some(identity) => Some(
