@@ -242,7 +242,7 @@ impl Sealer {
     }
 
     /// Whether a row's header names this root key (in a known format).
-    fn sealed(&self, header: &[u8]) -> bool {
+    fn sealed_this(&self, header: &[u8]) -> bool {
         matches!(
             header.first(),
             Some(&(SEALED_FORMAT | SEALED_FORMAT_VARIABLE))
@@ -453,7 +453,8 @@ impl SoftwareBackend {
         version_id: &KeyVersionId,
         sealed: &[u8],
     ) -> Result<Resealed, BackendError> {
-        if sealed_root_key_id(sealed).is_some() && self.current.sealed(&sealed[..HEADER_BYTES]) {
+        if sealed_root_key_id(sealed).is_some() && self.current.sealed_this(&sealed[..HEADER_BYTES])
+        {
             return Ok(Resealed::Current);
         }
         let (format, material) = self.unseal_row(key_id, version_id, sealed).await?;
@@ -535,7 +536,7 @@ impl SoftwareBackend {
         let (header, rest) = sealed.split_at(HEADER_BYTES);
         let Some(sealer) = std::iter::once(&self.current)
             .chain(&self.previous)
-            .find(|s| s.sealed(header))
+            .find(|s| s.sealed_this(header))
         else {
             tracing::error!(target: "kms_connector::software", key_id = %key_id, version_id = %version_id, root_key_id = %hex::encode(&header[1..]), "sealed material names another format or a root key that is not configured");
             return Err(BackendError::Internal(
