@@ -123,6 +123,16 @@ async fn external_key_ids_connections_and_key_states() {
     ])
     .await
     .expect("UnsupportedOperation", 400);
+    // Seeds 000/004: no asymmetric specs and no SIGN/VERIFY on external keys.
+    for refused in [
+        vec![("KeySpec", "RSA_2048".to_owned())],
+        vec![("KeySpec", "EC_P256".to_owned())],
+        vec![("KeyUsage", "SIGN/VERIFY".to_owned())],
+    ] {
+        let mut params = vec![("ExternalKeyId", "x".to_owned())];
+        params.extend(refused);
+        create(params).await.expect("UnsupportedOperation", 400);
+    }
 
     let external_key = create_key("api-external", BOTH).await;
     let meta = create(vec![("ExternalKeyId", external_key.as_str().to_owned())])

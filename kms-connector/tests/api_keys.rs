@@ -45,7 +45,12 @@ async fn create_key_rules() {
         ),
         (vec![("DKMSInstanceId", "kst-bad")], "InvalidParameter", 400),
         (vec![("KeySpec", "Aliyun_SM4")], "UnsupportedOperation", 400),
-        (vec![("KeySpec", "RSA_2048")], "UnsupportedOperation", 400),
+        (vec![("KeySpec", "EC_SM2")], "UnsupportedOperation", 400),
+        (
+            vec![("KeySpec", "EC_P256K"), ("KeyUsage", "ENCRYPT/DECRYPT")],
+            "UnsupportedOperation",
+            400,
+        ),
         (vec![("KeySpec", "Bogus_Spec")], "InvalidParameter", 400),
         (
             vec![("KeyUsage", "SIGN/VERIFY")],

@@ -51,6 +51,32 @@ async fn root_key_rotation_is_resumable_and_changes_no_key() {
             .to_owned();
         blobs.push((blob, plaintext));
     }
+    // An asymmetric key: its private key is a format-2 row, re-sealed like the data keys.
+    let ec = c.ok("CreateKey", &[("KeySpec", "EC_P256")]).await["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ec_version = c.ok("ListKeyVersions", &[("KeyId", &ec)]).await["KeyVersions"]["KeyVersion"]
+        [0]["KeyVersionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let digest = schemas::b64::encode([5u8; 32]);
+    let sign = [
+        ("KeyId", ec.as_str()),
+        ("KeyVersionId", ec_version.as_str()),
+        ("Algorithm", "ECDSA_SHA_256"),
+        ("Digest", digest.as_str()),
+    ];
+    let public = [
+        ("KeyId", ec.as_str()),
+        ("KeyVersionId", ec_version.as_str()),
+    ];
+    let signature = c.ok("AsymmetricSign", &sign).await["Value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pem = c.ok("GetPublicKey", &public).await["PublicKey"].clone();
     let dir = app.dir.path();
     std::fs::write(dir.join("new-root.key"), schemas::b64::encode([42u8; 32])).unwrap();
     let text = std::fs::read_to_string(&app.config_path).unwrap();
@@ -65,7 +91,7 @@ async fn root_key_rotation_is_resumable_and_changes_no_key() {
     let (ok, before, err) = cli(&config_path, &["root-key", "status"]);
     assert!(ok, "{err}");
     assert!(
-        before.contains("10 rows  previous (configured)"),
+        before.contains("11 rows  previous (configured)"),
         "{before}"
     );
     // Interrupted after three rows, then finished.
@@ -77,15 +103,15 @@ async fn root_key_rotation_is_resumable_and_changes_no_key() {
     );
     let (ok, out, err) = cli(&config_path, &["root-key", "rotate"]);
     assert!(ok, "{err}");
-    assert!(out.contains("7 rows re-sealed, 3 already current"), "{out}");
+    assert!(out.contains("8 rows re-sealed, 3 already current"), "{out}");
     let (ok, out, _) = cli(&config_path, &["root-key", "rotate"]);
     assert!(
-        ok && out.contains("0 rows re-sealed, 10 already current"),
+        ok && out.contains("0 rows re-sealed, 11 already current"),
         "{out}"
     );
     let (_, after, _) = cli(&config_path, &["root-key", "status"]);
     assert!(
-        after.contains("10 rows  current") && !after.contains("previous"),
+        after.contains("11 rows  current") && !after.contains("previous"),
         "{after}"
     );
 
@@ -99,6 +125,10 @@ async fn root_key_rotation_is_resumable_and_changes_no_key() {
         let dec = c.ok("Decrypt", &[("CiphertextBlob", blob)]).await;
         assert_eq!(dec["Plaintext"].as_str(), Some(plaintext.as_str()));
     }
+    assert_eq!(c.ok("GetPublicKey", &public).await["PublicKey"], pem);
+    let mut verify = sign.to_vec();
+    verify.push(("Value", &signature));
+    assert_eq!(c.ok("AsymmetricVerify", &verify).await["Value"], true);
     // Without the previous key, a row it still sealed would not unseal: the CLI says so.
     std::fs::write(
         dir.join("newest-root.key"),
@@ -109,7 +139,7 @@ async fn root_key_rotation_is_resumable_and_changes_no_key() {
     std::fs::write(dir.join("unconfigured.toml"), unconfigured).unwrap();
     let (ok, _, err) = cli(&dir.join("unconfigured.toml"), &["root-key", "rotate"]);
     assert!(
-        !ok && err.contains("10 rows are sealed under a root key that is not configured"),
+        !ok && err.contains("11 rows are sealed under a root key that is not configured"),
         "{err}"
     );
     drop(handle.stop(false));

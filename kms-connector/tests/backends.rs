@@ -92,6 +92,18 @@ async fn software_conformance() {
         "{report:?}"
     );
     assert!(report.checks.len() >= 10, "{report:?}");
+    // Every asymmetric spec: 3 RSA sizes × 2 signing algorithms, 2 curves × ECDSA.
+    let count = |name| report.checks.iter().filter(|c| **c == name).count();
+    assert_eq!(
+        count("signatures verify; changed digests and signatures do not"),
+        8,
+        "{report:?}"
+    );
+    assert_eq!(
+        count("RSAES-OAEP round trip, tampering and oversized plaintexts refused"),
+        3
+    );
+    assert_eq!(count("EC keys do not encrypt"), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 HMAC-SHA1 RPC signature)."""
 
 import base64
+import hashlib
 import json
 import uuid
 
@@ -250,6 +251,84 @@ def test_versions_and_rotation_with_both_sdks(connector):
     request = DescribeKeyRequest.DescribeKeyRequest()
     request.set_KeyId(key_id)
     assert call(request)["KeyMetadata"]["AutomaticRotation"] == "Disabled"
+
+
+def _only_version(client, key_id):
+    listed = client.list_key_versions(tea_models.ListKeyVersionsRequest(key_id=key_id)).body
+    assert listed.total_count == 1
+    return listed.key_versions.key_version[0].key_version_id
+
+
+def test_tea_sdk_asymmetric_keys(connector):
+    client = tea(connector)
+    signer = client.create_key(
+        tea_models.CreateKeyRequest(
+            dkmsinstance_id=connector.instance, key_spec="RSA_2048", key_usage="SIGN/VERIFY"
+        )
+    ).body.key_metadata
+    assert (signer.key_spec, signer.key_usage) == ("RSA_2048", "SIGN/VERIFY")
+    version = _only_version(client, signer.key_id)
+
+    public = client.get_public_key(
+        tea_models.GetPublicKeyRequest(key_id=signer.key_id, key_version_id=version)
+    ).body
+    assert public.key_version_id == version
+    assert public.public_key.startswith("-----BEGIN PUBLIC KEY-----\n")
+
+    digest = base64.b64encode(hashlib.sha256(b"signed through the Tea SDK").digest()).decode()
+    signed = client.asymmetric_sign(
+        tea_models.AsymmetricSignRequest(
+            key_id=signer.key_id, key_version_id=version, algorithm="RSA_PSS_SHA_256", digest=digest
+        )
+    ).body
+    assert (signed.key_id, signed.key_version_id) == (signer.key_id, version)
+    assert len(base64.b64decode(signed.value)) == 256
+
+    def verify(digest):
+        return client.asymmetric_verify(
+            tea_models.AsymmetricVerifyRequest(
+                key_id=signer.key_id,
+                key_version_id=version,
+                algorithm="RSA_PSS_SHA_256",
+                digest=digest,
+                value=signed.value,
+            )
+        ).body.value
+
+    assert verify(digest) is True
+    other = base64.b64encode(hashlib.sha256(b"another message").digest()).decode()
+    assert verify(other) is False
+
+    with pytest.raises(TeaException) as error:
+        client.asymmetric_sign(
+            tea_models.AsymmetricSignRequest(
+                key_id=signer.key_id, key_version_id=version, algorithm="ECDSA_SHA_256", digest=digest
+            )
+        )
+    assert error.value.code == "InvalidParameter"
+
+    encrypter = client.create_key(
+        tea_models.CreateKeyRequest(
+            dkmsinstance_id=connector.instance, key_spec="RSA_2048", key_usage="ENCRYPT/DECRYPT"
+        )
+    ).body.key_metadata
+    version = _only_version(client, encrypter.key_id)
+    secret = base64.b64encode(b"a secret for RSAES-OAEP").decode()
+    encrypted = client.asymmetric_encrypt(
+        tea_models.AsymmetricEncryptRequest(
+            key_id=encrypter.key_id, key_version_id=version, algorithm="RSAES_OAEP_SHA_256", plaintext=secret
+        )
+    ).body
+    assert len(base64.b64decode(encrypted.ciphertext_blob)) == 256
+    decrypted = client.asymmetric_decrypt(
+        tea_models.AsymmetricDecryptRequest(
+            key_id=encrypter.key_id,
+            key_version_id=version,
+            algorithm="RSAES_OAEP_SHA_256",
+            ciphertext_blob=encrypted.ciphertext_blob,
+        )
+    ).body
+    assert (decrypted.plaintext, decrypted.key_version_id) == (secret, version)
 
 
 def test_hardware_instance_keys_with_both_sdks(connector):

@@ -97,6 +97,16 @@ actions! {
     GenerateDataKeyWithoutPlaintext,
     /// Decrypts under one key and encrypts under another.
     ReEncrypt,
+    /// Signs a digest with an asymmetric key version.
+    AsymmetricSign,
+    /// Verifies a signature of a digest.
+    AsymmetricVerify,
+    /// Encrypts with an asymmetric key version's public key.
+    AsymmetricEncrypt,
+    /// Decrypts with an asymmetric key version's private key.
+    AsymmetricDecrypt,
+    /// An asymmetric key version's public key.
+    GetPublicKey,
     /// Lists KMS instances.
     ListKmsInstances,
     /// One KMS instance.
@@ -127,7 +137,7 @@ impl Action {
 ///
 /// Rows (Enabled / Disabled / PendingDeletion / PendingImport):
 /// - metadata reads, DeleteAlias, key-less calls: OK everywhere;
-/// - crypto, CreateKeyVersion, UpdateRotationPolicy: OK / Rejected.Disabled /
+/// - crypto (asymmetric and GetPublicKey too), CreateKeyVersion, UpdateRotationPolicy: OK / Rejected.Disabled /
 ///   Rejected.PendingDeletion / Rejected.PendingImport;
 /// - UpdateKeyDescription, tags, SetKeyPolicy, UpdateAlias (target), SetDeletionProtection:
 ///   OK / OK / Rejected.PendingDeletion / OK;
@@ -162,6 +172,11 @@ pub fn check_state(action: Action, state: KeyState) -> Result<(), ErrorCode> {
         | A::GenerateDataKey
         | A::GenerateDataKeyWithoutPlaintext
         | A::ReEncrypt
+        | A::AsymmetricSign
+        | A::AsymmetricVerify
+        | A::AsymmetricEncrypt
+        | A::AsymmetricDecrypt
+        | A::GetPublicKey
         | A::CreateKeyVersion
         | A::UpdateRotationPolicy => match state {
             S::Enabled => Ok(()),
@@ -232,6 +247,11 @@ mod tests {
             | A::GenerateDataKey
             | A::GenerateDataKeyWithoutPlaintext
             | A::ReEncrypt
+            | A::AsymmetricSign
+            | A::AsymmetricVerify
+            | A::AsymmetricEncrypt
+            | A::AsymmetricDecrypt
+            | A::GetPublicKey
             | A::CreateKeyVersion
             | A::UpdateRotationPolicy => [
                 OK,

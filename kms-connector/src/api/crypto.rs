@@ -30,8 +30,9 @@ fn stored<T, E>(result: Result<T, E>) -> Result<T, ApiError> {
     result.map_err(|_| ApiError::from(ErrorCode::InternalFailure))
 }
 
-/// A key version as the backend sees it, ready to encrypt or decrypt with.
-struct Sealer<'a> {
+/// A key version as the backend sees it, ready to encrypt or decrypt with (and, for
+/// `super::asymmetric`, to sign with).
+pub(super) struct Sealer<'a> {
     ctx: &'a Ctx<'a>,
     instance: &'a InstanceHandle,
     key_id: KeyId,
@@ -42,7 +43,7 @@ struct Sealer<'a> {
 }
 
 impl<'a> Sealer<'a> {
-    fn new(
+    pub(super) fn new(
         ctx: &'a Ctx<'a>,
         key: &Key,
         version: &KeyVersion,
@@ -67,7 +68,12 @@ impl<'a> Sealer<'a> {
         })
     }
 
-    fn view(&self) -> KeyContext<'_> {
+    /// The backend of the version's instance.
+    pub(super) fn backend(&self) -> &dyn crate::backend::KeyBackend {
+        &*self.instance.backend
+    }
+
+    pub(super) fn view(&self) -> KeyContext<'_> {
         KeyContext {
             key_id: &self.key_id,
             key_arn: &self.arn,
@@ -152,6 +158,21 @@ async fn blob_key(ctx: &Ctx<'_>, blob: &Blob) -> Result<(Key, KeyVersion), ApiEr
     Ok((key, version))
 }
 
+/// Encrypt, GenerateDataKey* and ReEncrypt (destination) need a symmetric key.
+fn symmetric(key: &Key) -> Result<(), ApiError> {
+    if key.key_spec.is_symmetric() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_because(
+            "KeyId",
+            format!(
+                "{} keys do not encrypt with this action; use AsymmetricEncrypt",
+                key.key_spec
+            ),
+        ))
+    }
+}
+
 fn context_param(ctx: &Ctx<'_>, name: &'static str) -> Result<EncryptionContext, ApiError> {
     Ok(EncryptionContext::parse(name, ctx.params.optional(name))?)
 }
@@ -175,6 +196,7 @@ pub async fn encrypt(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
     let context = context_param(ctx, "EncryptionContext")?;
     let dry_run = ctx.params.dry_run()?;
     let key = ctx.key_for_action("KeyId").await?;
+    symmetric(&key)?;
     let instance = ctx.connected_instance(&key)?;
     if dry_run {
         return Err(ApiError::DryRun);
@@ -236,6 +258,7 @@ async fn data_key(ctx: &mut Ctx<'_>, with_plaintext: bool) -> Result<Reply, ApiE
     let context = context_param(ctx, "EncryptionContext")?;
     let dry_run = ctx.params.dry_run()?;
     let key = ctx.key_for_action("KeyId").await?;
+    symmetric(&key)?;
     let instance = ctx.connected_instance(&key)?;
     if dry_run {
         return Err(ApiError::DryRun);
@@ -281,6 +304,7 @@ pub async fn re_encrypt(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
     let destination = ctx.resolve_key("DestinationKeyId").await?;
     ctx.authorize(&destination, "kms:ReEncryptTo").await?;
     ctx.check_state(&destination)?;
+    symmetric(&destination)?;
     let destination_instance = ctx.connected_instance(&destination)?;
     if dry_run {
         return Err(ApiError::DryRun);

@@ -33,7 +33,6 @@ pub fn key_metadata(key: &Key) -> Value {
         "Creator": key.creator,
         "CreationDate": iso8601(key.created_at),
         "MaterialExpireTime": key.material_expire_time.map(iso8601).unwrap_or_default(),
-        "PrimaryKeyVersion": key.primary_key_version,
         "LastRotationDate": key.last_rotation_date.map(iso8601).unwrap_or_default(),
         "AutomaticRotation": key.automatic_rotation.as_str(),
         "DeletionProtection": if key.deletion_protection { "Enabled" } else { "Disabled" },
@@ -47,6 +46,13 @@ pub fn key_metadata(key: &Key) -> Value {
         ),
         ("ExternalKeyId", key.external_key_id.clone()),
         ("NextRotationDate", key.next_rotation_date.map(iso8601)),
+        // Symmetric keys only (spec §2.2): an asymmetric call names its version.
+        (
+            "PrimaryKeyVersion",
+            key.key_spec
+                .is_symmetric()
+                .then(|| key.primary_key_version.clone()),
+        ),
         (
             "RotationInterval",
             key.rotation_interval_secs.map(|s| format!("{s}s")),
@@ -150,6 +156,13 @@ pub async fn create_key(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
         None => None,
     };
     let automatic_rotation = if p.bool("EnableAutomaticRotation")?.unwrap_or(false) {
+        // Asymmetric keys never rotate automatically (spec §2.2 UpdateRotationPolicy).
+        if !key_spec.is_symmetric() {
+            return Err(ApiError::with_message(
+                ErrorCode::RejectedUnsupportedOperation,
+                format!("Unsupported operation: {key_spec} keys do not rotate automatically."),
+            ));
+        }
         if !capabilities.rotation {
             return Err(ApiError::with_message(
                 ErrorCode::RejectedUnsupportedOperation,

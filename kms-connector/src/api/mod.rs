@@ -12,6 +12,7 @@ pub mod error;
 pub mod policy;
 
 mod aliases;
+mod asymmetric;
 mod audit;
 mod crypto;
 mod ctx;
@@ -275,6 +276,11 @@ async fn dispatch(ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
             crypto::generate_data_key_without_plaintext(ctx).await
         }
         A::ReEncrypt => crypto::re_encrypt(ctx).await,
+        A::AsymmetricSign => asymmetric::asymmetric_sign(ctx).await,
+        A::AsymmetricVerify => asymmetric::asymmetric_verify(ctx).await,
+        A::AsymmetricEncrypt => asymmetric::asymmetric_encrypt(ctx).await,
+        A::AsymmetricDecrypt => asymmetric::asymmetric_decrypt(ctx).await,
+        A::GetPublicKey => asymmetric::get_public_key(ctx).await,
         A::ListKmsInstances => instances::list_kms_instances(ctx).await,
         A::GetKmsInstance => instances::get_kms_instance(ctx).await,
         A::ConnectKmsInstance => instances::connect_kms_instance(ctx).await,

@@ -14,6 +14,12 @@
 //!   [`BackendError::InvalidParameter`] (the XKI protocol cannot carry one; KMS never asks,
 //!   since `Plaintext` is 1 to 6144 bytes).
 //!
+//! Declared families (sign, asymmetric encrypt, public key) are checked on every asymmetric
+//! spec the backend declares: signatures verify and a changed digest or signature does not,
+//! RSAES-OAEP round-trips and refuses tampering and oversized plaintexts, the public key is a
+//! SubjectPublicKeyInfo of the spec's algorithm; undeclared families are refused with
+//! [`BackendError::Unsupported`].
+//!
 //! The suite panics with the name of the failed check; it returns the checks it ran.
 #![doc(hidden)]
 
@@ -74,6 +80,7 @@ pub async fn run(backend: &dyn KeyBackend, external_key_id: Option<&ExternalKeyI
         .await;
     suite.rotation(&a).await;
     suite.undeclared_families(&a).await;
+    suite.asymmetric_specs(&a).await;
     for version in [&a, &b] {
         if let Err(e) = backend.destroy_version(&version.material).await {
             panic!("conformance[destroy_version]: {e:?}");
@@ -81,6 +88,55 @@ pub async fn run(backend: &dyn KeyBackend, external_key_id: Option<&ExternalKeyI
     }
     suite.passed("destroy_version");
     suite.report
+}
+
+/// A SubjectPublicKeyInfo of the spec's algorithm and size.
+fn check_public_key(spec: KeySpec, der: &[u8]) {
+    use x509_parser::prelude::FromDer as _;
+    use x509_parser::public_key::PublicKey;
+    use x509_parser::x509::SubjectPublicKeyInfo;
+    let check = "public key is a SubjectPublicKeyInfo of the spec";
+    let Ok((rest, spki)) = SubjectPublicKeyInfo::from_der(der) else {
+        panic!("conformance[{spec}: {check}]: not DER SubjectPublicKeyInfo")
+    };
+    assert!(
+        rest.is_empty(),
+        "conformance[{spec}: {check}]: trailing bytes"
+    );
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok())
+        .map(|oid| oid.to_id_string());
+    match (spki.parsed(), spec) {
+        (Ok(PublicKey::RSA(rsa)), KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096) => {
+            let bits = match spec {
+                KeySpec::Rsa2048 => 2048,
+                KeySpec::Rsa3072 => 3072,
+                _ => 4096,
+            };
+            assert_eq!(rsa.key_size(), bits, "conformance[{spec}: {check}]");
+        }
+        (Ok(PublicKey::EC(_)), KeySpec::EcP256) => {
+            assert_eq!(
+                curve.as_deref(),
+                Some("1.2.840.10045.3.1.7"),
+                "conformance[{spec}: {check}]"
+            );
+        }
+        (Ok(PublicKey::EC(_)), KeySpec::EcP256K) => {
+            assert_eq!(
+                curve.as_deref(),
+                Some("1.3.132.0.10"),
+                "conformance[{spec}: {check}]"
+            );
+        }
+        (other, _) => panic!(
+            "conformance[{spec}: {check}]: {:?}",
+            other.map(|_| "another algorithm")
+        ),
+    }
 }
 
 fn context<'v>(version: &'v Version, external_key_id: Option<&'v ExternalKeyId>) -> KeyContext<'v> {
@@ -107,45 +163,242 @@ impl Suite<'_> {
             Err(BackendError::Unsupported(_)) => {}
             other => panic!("conformance[undeclared {what} refused]: {other:?}"),
         };
-        let checks: [(&str, bool); 3] = [
-            ("sign", families.sign),
-            ("asymmetric encrypt", families.asymmetric_encrypt),
-            ("public key", families.public_key),
-        ];
-        for (family, declared) in checks {
-            assert!(
-                !declared,
-                "conformance[{family}]: declared, but the suite has no checks for it yet"
-            );
-        }
+        let declared = families.sign || families.asymmetric_encrypt || families.public_key;
+        assert_eq!(
+            declared,
+            self.backend
+                .capabilities()
+                .key_specs
+                .iter()
+                .any(|s| !s.is_symmetric()),
+            "conformance[families]: asymmetric families go with asymmetric key specs"
+        );
         let digest = [7u8; 32];
         let b = self.backend;
-        refused(
-            "sign",
-            b.sign(ctx(), SigningAlgorithm::RsaPssSha256, &digest)
-                .await
-                .map(drop),
-        );
-        refused(
-            "verify",
-            b.verify(ctx(), SigningAlgorithm::EcdsaSha256, &digest, &[0; 64])
-                .await
-                .map(drop),
-        );
-        refused(
-            "asymmetric encrypt",
-            b.asymmetric_encrypt(ctx(), AsymmetricAlgorithm::RsaesOaepSha256, b"x")
-                .await
-                .map(drop),
-        );
-        refused(
-            "asymmetric decrypt",
-            b.asymmetric_decrypt(ctx(), AsymmetricAlgorithm::RsaesOaepSha1, &[0; 256])
-                .await
-                .map(drop),
-        );
-        refused("public key", b.public_key(ctx()).await.map(drop));
+        if !families.sign {
+            refused(
+                "sign",
+                b.sign(ctx(), SigningAlgorithm::RsaPssSha256, &digest)
+                    .await
+                    .map(drop),
+            );
+            refused(
+                "verify",
+                b.verify(ctx(), SigningAlgorithm::EcdsaSha256, &digest, &[0; 64])
+                    .await
+                    .map(drop),
+            );
+        }
+        if !families.asymmetric_encrypt {
+            refused(
+                "asymmetric encrypt",
+                b.asymmetric_encrypt(ctx(), AsymmetricAlgorithm::RsaesOaepSha256, b"x")
+                    .await
+                    .map(drop),
+            );
+            refused(
+                "asymmetric decrypt",
+                b.asymmetric_decrypt(ctx(), AsymmetricAlgorithm::RsaesOaepSha1, &[0; 256])
+                    .await
+                    .map(drop),
+            );
+        }
+        if !families.public_key {
+            refused("public key", b.public_key(ctx()).await.map(drop));
+        }
         self.passed("undeclared families refused");
+    }
+
+    /// Every declared asymmetric spec, with every declared family. `symmetric` is a version of
+    /// the symmetric spec, which the asymmetric operations must refuse.
+    async fn asymmetric_specs(&mut self, symmetric: &Version) {
+        use schemas::kms::{AsymmetricAlgorithm, SigningAlgorithm};
+        let caps = self.backend.capabilities();
+        let families = caps.families;
+        let b = self.backend;
+        let digest = [0x42u8; 32];
+        if families.sign {
+            let sym = self.ctx(symmetric);
+            let signed = b.sign(sym, SigningAlgorithm::EcdsaSha256, &digest).await;
+            assert!(
+                signed.is_err(),
+                "conformance[symmetric key does not sign]: {signed:?}"
+            );
+        }
+        for &spec in caps.key_specs.iter().filter(|s| !s.is_symmetric()) {
+            let version = self.new_version_of(&KeyId::generate(REGION), spec).await;
+            let external_key_id = self.external_key_id;
+            let ctx = || context(&version, external_key_id);
+            let rsa = matches!(spec, KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096);
+            let modulus_bytes = match spec {
+                KeySpec::Rsa2048 => 256,
+                KeySpec::Rsa3072 => 384,
+                _ => 512,
+            };
+            if families.public_key {
+                let der = match b.public_key(ctx()).await {
+                    Ok(der) => der,
+                    Err(e) => panic!("conformance[{spec} public key]: {e:?}"),
+                };
+                check_public_key(spec, &der);
+                let again = b.public_key(ctx()).await.ok();
+                assert_eq!(
+                    again.as_ref(),
+                    Some(&der),
+                    "conformance[{spec} public key stable]"
+                );
+            }
+            if families.sign {
+                let (fitting, unfitting): (Vec<_>, Vec<_>) = SigningAlgorithm::ALL
+                    .iter()
+                    .partition(|a| rsa == (**a != SigningAlgorithm::EcdsaSha256));
+                for &algorithm in fitting {
+                    let check = "signatures verify; changed digests and signatures do not";
+                    let signature = match b.sign(ctx(), algorithm, &digest).await {
+                        Ok(s) => s,
+                        Err(e) => panic!("conformance[{spec} {algorithm} sign]: {e:?}"),
+                    };
+                    if rsa {
+                        assert_eq!(
+                            signature.len(),
+                            modulus_bytes,
+                            "conformance[{spec} {algorithm} length]"
+                        );
+                    } else {
+                        assert_eq!(
+                            signature.first(),
+                            Some(&0x30),
+                            "conformance[{spec} ECDSA signature is DER]"
+                        );
+                    }
+                    let verify = |d: Vec<u8>, s: Vec<u8>| {
+                        let ctx = ctx();
+                        async move { b.verify(ctx, algorithm, &d, &s).await }
+                    };
+                    assert_eq!(
+                        verify(digest.to_vec(), signature.clone()).await,
+                        Ok(true),
+                        "conformance[{spec} {algorithm}: {check}]"
+                    );
+                    let mut other_digest = digest;
+                    other_digest[0] ^= 1;
+                    assert_eq!(
+                        verify(other_digest.to_vec(), signature.clone()).await,
+                        Ok(false),
+                        "conformance[{spec} {algorithm}: {check}]"
+                    );
+                    let mut bad = signature.clone();
+                    let last = bad.len() - 1;
+                    bad[last] ^= 1;
+                    assert_eq!(
+                        verify(digest.to_vec(), bad).await,
+                        Ok(false),
+                        "conformance[{spec} {algorithm}: {check}]"
+                    );
+                    assert_eq!(
+                        verify(digest.to_vec(), Vec::new()).await,
+                        Ok(false),
+                        "conformance[{spec} {algorithm}: empty signature]"
+                    );
+                    for wrong_length in [&digest[..31], &[0x42u8; 33][..], &[][..]] {
+                        match b.sign(ctx(), algorithm, wrong_length).await {
+                            Err(BackendError::InvalidParameter(_)) => {}
+                            other => panic!(
+                                "conformance[{spec} {algorithm} digest of {} bytes refused]: {other:?}",
+                                wrong_length.len()
+                            ),
+                        }
+                        match b.verify(ctx(), algorithm, wrong_length, &signature).await {
+                            Err(BackendError::InvalidParameter(_)) => {}
+                            other => panic!(
+                                "conformance[{spec} {algorithm} digest of {} bytes refused]: {other:?}",
+                                wrong_length.len()
+                            ),
+                        }
+                    }
+                    self.passed(check);
+                }
+                for &algorithm in unfitting {
+                    match b.sign(ctx(), algorithm, &digest).await {
+                        Err(BackendError::InvalidParameter(_) | BackendError::Unsupported(_)) => {}
+                        other => panic!("conformance[{spec} refuses {algorithm}]: {other:?}"),
+                    }
+                }
+                self.passed("signing algorithms of other key types refused");
+            }
+            if families.asymmetric_encrypt && rsa {
+                let check = "RSAES-OAEP round trip, tampering and oversized plaintexts refused";
+                for &algorithm in AsymmetricAlgorithm::ALL {
+                    let hash_bytes = match algorithm {
+                        AsymmetricAlgorithm::RsaesOaepSha256 => 32,
+                        AsymmetricAlgorithm::RsaesOaepSha1 => 20,
+                    };
+                    let max = modulus_bytes - 2 * hash_bytes - 2;
+                    for plaintext in [vec![1u8], vec![0x5a; max]] {
+                        let ciphertext =
+                            match b.asymmetric_encrypt(ctx(), algorithm, &plaintext).await {
+                                Ok(c) => c,
+                                Err(e) => panic!(
+                                    "conformance[{spec} {algorithm} encrypt {} bytes]: {e:?}",
+                                    plaintext.len()
+                                ),
+                            };
+                        assert_eq!(
+                            ciphertext.len(),
+                            modulus_bytes,
+                            "conformance[{spec} {algorithm} ciphertext length]"
+                        );
+                        match b.asymmetric_decrypt(ctx(), algorithm, &ciphertext).await {
+                            Ok(back) if *back == plaintext => {}
+                            other => panic!(
+                                "conformance[{spec} {algorithm}: {check}]: {:?}",
+                                other.map(|p| p.len())
+                            ),
+                        }
+                        let mut bad = ciphertext.clone();
+                        bad[modulus_bytes / 2] ^= 1;
+                        let other_algorithm = AsymmetricAlgorithm::ALL
+                            .iter()
+                            .find(|a| **a != algorithm)
+                            .copied()
+                            .unwrap_or(algorithm);
+                        for (ciphertext, algorithm) in [
+                            (&bad[..], algorithm),
+                            (&ciphertext[..1], algorithm),
+                            (&ciphertext[..], other_algorithm),
+                        ] {
+                            match b.asymmetric_decrypt(ctx(), algorithm, ciphertext).await {
+                                Err(BackendError::InvalidCiphertext) => {}
+                                other => panic!(
+                                    "conformance[{spec} {algorithm}: {check}]: {:?}",
+                                    other.map(|p| p.len())
+                                ),
+                            }
+                        }
+                    }
+                    match b
+                        .asymmetric_encrypt(ctx(), algorithm, &vec![0x5a; max + 1])
+                        .await
+                    {
+                        Err(BackendError::InvalidParameter(_)) => {}
+                        other => panic!("conformance[{spec} {algorithm}: {check}]: {other:?}"),
+                    }
+                }
+                self.passed(check);
+            } else if families.asymmetric_encrypt {
+                match b
+                    .asymmetric_encrypt(ctx(), AsymmetricAlgorithm::RsaesOaepSha256, b"x")
+                    .await
+                {
+                    Err(BackendError::InvalidParameter(_) | BackendError::Unsupported(_)) => {}
+                    other => panic!("conformance[{spec} does not encrypt]: {other:?}"),
+                }
+                self.passed("EC keys do not encrypt");
+            }
+            if let Err(e) = b.destroy_version(&version.material).await {
+                panic!("conformance[destroy_version {spec}]: {e:?}");
+            }
+        }
     }
 
     fn passed(&mut self, check: &'static str) {
@@ -283,11 +536,15 @@ impl Suite<'_> {
     }
 
     async fn new_version(&mut self, key_id: &KeyId) -> Version {
+        self.new_version_of(key_id, SPEC).await
+    }
+
+    async fn new_version_of(&mut self, key_id: &KeyId, key_spec: KeySpec) -> Version {
         let version_id = KeyVersionId::generate();
         let request = NewVersion {
             key_id,
             version_id: &version_id,
-            key_spec: SPEC,
+            key_spec,
             external_key_id: self.external_key_id,
             principal: PRINCIPAL,
             request_id: "conformance",

@@ -1,9 +1,12 @@
-//! The software instance: `Aliyun_AES_256` keys whose material is sealed under the connector's
-//! root key and kept, sealed, in the store.
+//! The software instance: `Aliyun_AES_256` keys and asymmetric keys (RSA_2048/3072/4096,
+//! EC_P256, EC_P256K) whose material is sealed under the connector's root key and kept, sealed,
+//! in the store.
 //!
 //! ```text
 //! sealed material = 0x01 ‖ root_key_id[4] ‖ nonce[12]
 //!                   ‖ AES-256-GCM(root key, data key[32], AAD = header[5] ‖ key_id ‖ 0x00 ‖ version_id) ‖ tag[16]
+//!                 | 0x02 ‖ root_key_id[4] ‖ nonce[12]
+//!                   ‖ AES-256-GCM(root key, private key PKCS#8 DER[n], same AAD) ‖ tag[16]
 //! payload         = IV[12] ‖ AES-256-GCM(data key, plaintext, AAD = caller's AAD) ‖ tag[16]
 //! ```
 //!
@@ -12,10 +15,12 @@
 //! bytes of a domain-separated SHA-256 of it) names what sealed the row, so a later root-key
 //! rotation can tell old rows from new ones; it is authenticated too. A clear data key exists only inside `Zeroizing` buffers and the
 //! AES key schedule (the `aes` crate's `zeroize` feature wipes it on drop), for one operation.
-//! Asymmetric specs, import and rotation policy come later; `key_spec` is checked so that they
-//! can be added as new arms rather than new backends.
+//! Asymmetric crypto is aws-lc-rs (constant-time, maintained; no hand-written RSA or ECDSA): a
+//! clear PKCS#8 exists only in `Zeroizing` buffers and in aws-lc's own key objects, which
+//! aws-lc wipes when it frees them. Format-1 rows (data keys) are still written and read as
+//! before; format 2 carries material of any length.
 
-use schemas::kms::{KeySpec, ProtectionLevel};
+use schemas::kms::{AsymmetricAlgorithm, KeySpec, ProtectionLevel, SigningAlgorithm};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,22 +34,38 @@ use rand::TryRngCore as _;
 use rand::rngs::OsRng;
 use zeroize::Zeroizing;
 
-use super::{BackendError, Capabilities, KeyBackend, KeyContext, NewVersion, VersionMaterial};
+use super::{
+    BackendError, Capabilities, Families, KeyBackend, KeyContext, NewVersion, VersionMaterial,
+};
 use crate::ids::{KeyId, KeyVersionId};
 use crate::store::InstanceKind;
 
-/// The one key spec software instances make today.
-/// The one key spec this backend makes.
+mod asymmetric;
+
+/// The symmetric key spec this backend makes.
 pub const AES_256: KeySpec = KeySpec::Aes256;
+/// Every key spec this backend makes.
+pub const KEY_SPECS: &[KeySpec] = &[
+    AES_256,
+    KeySpec::Rsa2048,
+    KeySpec::Rsa3072,
+    KeySpec::Rsa4096,
+    KeySpec::EcP256,
+    KeySpec::EcP256K,
+];
 const KEY_BYTES: usize = 32;
 const NONCE_BYTES: usize = 12;
 const TAG_BYTES: usize = 16;
-/// Format byte of the sealed-material layout.
+/// Format byte of the sealed-material layout of a 32-byte data key.
 const SEALED_FORMAT: u8 = 1;
+/// Format byte of the sealed-material layout of material of any length (private keys).
+const SEALED_FORMAT_VARIABLE: u8 = 2;
 /// Format byte + root key id.
 const HEADER_BYTES: usize = 5;
 /// Length of sealed material: header ‖ nonce ‖ sealed key ‖ tag.
 pub const SEALED_BYTES: usize = HEADER_BYTES + NONCE_BYTES + KEY_BYTES + TAG_BYTES;
+/// Shortest format-2 row: header ‖ nonce ‖ one byte ‖ tag.
+const MIN_VARIABLE_SEALED_BYTES: usize = HEADER_BYTES + NONCE_BYTES + 1 + TAG_BYTES;
 
 /// Why a root key could not be loaded. Never contains key bytes.
 #[derive(Debug, thiserror::Error)]
@@ -213,6 +234,21 @@ enum RootCipher {
 }
 
 impl Sealer {
+    /// The header of a row of `format` sealed by this root key.
+    fn header(&self, format: u8) -> [u8; HEADER_BYTES] {
+        let mut header = self.header;
+        header[0] = format;
+        header
+    }
+
+    /// Whether a row's header names this root key (in a known format).
+    fn sealed_this(&self, header: &[u8]) -> bool {
+        matches!(
+            header.first(),
+            Some(&(SEALED_FORMAT | SEALED_FORMAT_VARIABLE))
+        ) && header.get(1..HEADER_BYTES) == Some(&self.header[1..])
+    }
+
     fn new(root_key: RootKey) -> Self {
         use sha2::Digest as _;
         let digest = match &root_key.0 {
@@ -238,17 +274,13 @@ impl Sealer {
         Self { cipher, header }
     }
 
-    /// `nonce ‖ AES-256-GCM(root key, data key, aad) ‖ tag`.
-    async fn seal(
-        &self,
-        aad: Vec<u8>,
-        data_key: &[u8; KEY_BYTES],
-    ) -> Result<Vec<u8>, BackendError> {
+    /// `nonce ‖ AES-256-GCM(root key, material, aad) ‖ tag`.
+    async fn seal(&self, aad: Vec<u8>, data_key: &[u8]) -> Result<Vec<u8>, BackendError> {
         match &self.cipher {
             RootCipher::Memory(cipher) => {
                 let nonce = random::<NONCE_BYTES>()?;
                 // Room for the tag up front: a reallocation would leave a clear copy behind.
-                let mut buffer = Zeroizing::new(Vec::with_capacity(KEY_BYTES + TAG_BYTES));
+                let mut buffer = Zeroizing::new(Vec::with_capacity(data_key.len() + TAG_BYTES));
                 buffer.extend_from_slice(data_key);
                 cipher
                     .encrypt_in_place(Nonce::from_slice(&nonce), &aad, &mut *buffer)
@@ -259,16 +291,16 @@ impl Sealer {
                 Ok(out)
             }
             RootCipher::Token(token) => {
-                let (label, data_key) = (token.label.clone(), Zeroizing::new(*data_key));
+                let (label, data_key) = (token.label.clone(), Zeroizing::new(data_key.to_vec()));
                 let sealed = token
-                    .run(move |session| session.encrypt(&label, &aad, &*data_key))
+                    .run(move |session| session.encrypt(&label, &aad, &data_key))
                     .await?;
                 if sealed.iv.len() != NONCE_BYTES {
                     return Err(BackendError::Internal(
                         "the root key token made an IV of another length".into(),
                     ));
                 }
-                let mut out = Vec::with_capacity(NONCE_BYTES + KEY_BYTES + TAG_BYTES);
+                let mut out = Vec::with_capacity(NONCE_BYTES + sealed.ciphertext.len() + TAG_BYTES);
                 out.extend_from_slice(&sealed.iv);
                 out.extend_from_slice(&sealed.ciphertext);
                 out.extend_from_slice(&sealed.tag);
@@ -346,10 +378,14 @@ pub enum Resealed {
     Sealed(Vec<u8>),
 }
 
-/// The root key id of a sealed row (hex of the 4 id bytes of its header), if it has the layout.
+/// The root key id of a sealed row (hex of the 4 id bytes of its header), if it has a layout.
 pub fn sealed_root_key_id(sealed: &[u8]) -> Option<String> {
-    (sealed.len() == SEALED_BYTES && sealed[0] == SEALED_FORMAT)
-        .then(|| hex::encode(&sealed[1..HEADER_BYTES]))
+    let laid_out = match sealed.first() {
+        Some(&SEALED_FORMAT) => sealed.len() == SEALED_BYTES,
+        Some(&SEALED_FORMAT_VARIABLE) => sealed.len() >= MIN_VARIABLE_SEALED_BYTES,
+        _ => false,
+    };
+    laid_out.then(|| hex::encode(&sealed[1..HEADER_BYTES]))
 }
 
 impl fmt::Debug for SoftwareBackend {
@@ -383,7 +419,7 @@ impl SoftwareBackend {
         let probe = Zeroizing::new([0x5a; KEY_BYTES]);
         for sealer in std::iter::once(&self.current).chain(&self.previous) {
             let aad = b"hyok software root key self-test".to_vec();
-            let sealed = sealer.seal(aad.clone(), &probe).await?;
+            let sealed = sealer.seal(aad.clone(), &probe[..]).await?;
             let (nonce, body) = sealed.split_at(NONCE_BYTES);
             let opened = sealer.open(aad, nonce, body).await?;
             if opened.as_deref().map(Vec::as_slice) != Some(&probe[..]) {
@@ -409,36 +445,39 @@ impl SoftwareBackend {
             .collect()
     }
 
-    /// Re-seals a row of `key_id` / `version_id` under the current root key, keeping its data
-    /// key. An error when no configured root key unseals it.
+    /// Re-seals a row of `key_id` / `version_id` under the current root key, keeping its
+    /// material and its format. An error when no configured root key unseals it.
     pub async fn reseal(
         &self,
         key_id: &KeyId,
         version_id: &KeyVersionId,
         sealed: &[u8],
     ) -> Result<Resealed, BackendError> {
-        if sealed.get(..HEADER_BYTES) == Some(&self.current.header[..]) {
+        if sealed_root_key_id(sealed).is_some() && self.current.sealed_this(&sealed[..HEADER_BYTES])
+        {
             return Ok(Resealed::Current);
         }
-        let data_key = self.unseal_row(key_id, version_id, sealed).await?;
-        self.seal(key_id, version_id, &data_key)
+        let (format, material) = self.unseal_row(key_id, version_id, sealed).await?;
+        self.seal(format, key_id, version_id, &material)
             .await
             .map(Resealed::Sealed)
     }
 
-    /// Seals a data key for `key_id` / `version_id`.
+    /// Seals material in `format` for `key_id` / `version_id`.
     async fn seal(
         &self,
+        format: u8,
         key_id: &KeyId,
         version_id: &KeyVersionId,
-        data_key: &[u8; KEY_BYTES],
+        material: &[u8],
     ) -> Result<Vec<u8>, BackendError> {
-        let current = &self.current;
-        let body = current
-            .seal(sealing_aad(&current.header, key_id, version_id), data_key)
+        let header = self.current.header(format);
+        let body = self
+            .current
+            .seal(sealing_aad(&header, key_id, version_id), material)
             .await?;
-        let mut sealed = Vec::with_capacity(SEALED_BYTES);
-        sealed.extend_from_slice(&current.header);
+        let mut sealed = Vec::with_capacity(HEADER_BYTES + body.len());
+        sealed.extend_from_slice(&header);
         sealed.extend_from_slice(&body);
         Ok(sealed)
     }
@@ -449,36 +488,69 @@ impl SoftwareBackend {
         &self,
         key: &KeyContext<'_>,
     ) -> Result<Zeroizing<[u8; KEY_BYTES]>, BackendError> {
+        let (format, clear) = self.unseal_version(key).await?;
+        let data_key = <[u8; KEY_BYTES]>::try_from(clear.as_slice())
+            .ok()
+            .filter(|_| format == SEALED_FORMAT)
+            .ok_or_else(|| {
+                BackendError::InvalidParameter("the key is not a symmetric key".into())
+            })?;
+        Ok(Zeroizing::new(data_key))
+    }
+
+    /// The private key (PKCS#8 DER) of an asymmetric version.
+    async fn unseal_private_key(
+        &self,
+        key: &KeyContext<'_>,
+    ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+        match self.unseal_version(key).await? {
+            (SEALED_FORMAT_VARIABLE, pkcs8) => Ok(pkcs8),
+            _ => Err(BackendError::InvalidParameter(
+                "the key is not an asymmetric key".into(),
+            )),
+        }
+    }
+
+    async fn unseal_version(
+        &self,
+        key: &KeyContext<'_>,
+    ) -> Result<(u8, Zeroizing<Vec<u8>>), BackendError> {
         let sealed = key.material.sealed.as_deref().ok_or_else(|| {
             BackendError::Internal("software version without sealed material".into())
         })?;
         self.unseal_row(key.key_id, key.version_id, sealed).await
     }
 
+    /// The format and clear material of a row.
     async fn unseal_row(
         &self,
         key_id: &KeyId,
         version_id: &KeyVersionId,
         sealed: &[u8],
-    ) -> Result<Zeroizing<[u8; KEY_BYTES]>, BackendError> {
-        if sealed.len() != SEALED_BYTES {
+    ) -> Result<(u8, Zeroizing<Vec<u8>>), BackendError> {
+        if sealed_root_key_id(sealed).is_none() {
             return Err(BackendError::Internal(
-                "sealed material has the wrong length".into(),
+                "sealed material has an unknown format or the wrong length".into(),
             ));
         }
         let (header, rest) = sealed.split_at(HEADER_BYTES);
         let Some(sealer) = std::iter::once(&self.current)
             .chain(&self.previous)
-            .find(|s| s.header == header)
+            .find(|s| s.sealed_this(header))
         else {
             tracing::error!(target: "kms_connector::software", key_id = %key_id, version_id = %version_id, root_key_id = %hex::encode(&header[1..]), "sealed material names another format or a root key that is not configured");
             return Err(BackendError::Internal(
                 "sealed under a root key that is not configured".into(),
             ));
         };
+        let format = header[0];
         let (nonce, body) = rest.split_at(NONCE_BYTES);
         let Some(clear) = sealer
-            .open(sealing_aad(&sealer.header, key_id, version_id), nonce, body)
+            .open(
+                sealing_aad(&sealer.header(format), key_id, version_id),
+                nonce,
+                body,
+            )
             .await?
         else {
             tracing::error!(target: "kms_connector::software", key_id = %key_id, version_id = %version_id, "sealed material does not unseal under the root key");
@@ -486,9 +558,7 @@ impl SoftwareBackend {
                 "sealed material does not unseal".into(),
             ));
         };
-        let data_key = <[u8; KEY_BYTES]>::try_from(clear.as_slice())
-            .map_err(|_| BackendError::Internal("sealed material has the wrong length".into()))?;
-        Ok(Zeroizing::new(data_key))
+        Ok((format, clear))
     }
 }
 
@@ -523,8 +593,12 @@ impl KeyBackend for SoftwareBackend {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            families: super::Families::default(),
-            key_specs: &[AES_256],
+            families: Families {
+                sign: true,
+                asymmetric_encrypt: true,
+                public_key: true,
+            },
+            key_specs: KEY_SPECS,
             protection_level: ProtectionLevel::Software,
             rotation: true,
             versions: true,
@@ -534,18 +608,35 @@ impl KeyBackend for SoftwareBackend {
     }
 
     async fn new_version(&self, request: NewVersion<'_>) -> Result<VersionMaterial, BackendError> {
-        if request.key_spec != AES_256 {
-            return Err(BackendError::Unsupported(
-                "software instances make Aliyun_AES_256 keys only",
-            ));
-        }
-        let mut data_key = Zeroizing::new([0u8; KEY_BYTES]);
-        OsRng.try_fill_bytes(data_key.as_mut()).map_err(|_| {
-            BackendError::Internal("the operating system's random generator failed".into())
-        })?;
-        let sealed = self
-            .seal(request.key_id, request.version_id, &data_key)
-            .await?;
+        let sealed = if request.key_spec == AES_256 {
+            let mut data_key = Zeroizing::new([0u8; KEY_BYTES]);
+            OsRng.try_fill_bytes(data_key.as_mut()).map_err(|_| {
+                BackendError::Internal("the operating system's random generator failed".into())
+            })?;
+            self.seal(
+                SEALED_FORMAT,
+                request.key_id,
+                request.version_id,
+                &*data_key,
+            )
+            .await?
+        } else {
+            let spec = request.key_spec;
+            // RSA key generation takes up to seconds: off the async workers.
+            let private_key = tokio::task::spawn_blocking(move || asymmetric::generate(spec))
+                .await
+                .map_err(|_| BackendError::Internal("key generation was cancelled".into()))??
+                .ok_or(BackendError::Unsupported(
+                    "software instances make Aliyun_AES_256, RSA_2048, RSA_3072, RSA_4096, EC_P256 and EC_P256K keys",
+                ))?;
+            self.seal(
+                SEALED_FORMAT_VARIABLE,
+                request.key_id,
+                request.version_id,
+                &private_key,
+            )
+            .await?
+        };
         Ok(VersionMaterial {
             sealed: Some(sealed),
             backend_ref: None,
@@ -590,6 +681,50 @@ impl KeyBackend for SoftwareBackend {
             .decrypt(Nonce::from_slice(iv), Payload { msg: sealed, aad })
             .map(Zeroizing::new)
             .map_err(|_| BackendError::InvalidCiphertext)
+    }
+
+    async fn sign(
+        &self,
+        key: KeyContext<'_>,
+        algorithm: SigningAlgorithm,
+        digest: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
+        asymmetric::sign(&self.unseal_private_key(&key).await?, algorithm, digest)
+    }
+
+    async fn verify(
+        &self,
+        key: KeyContext<'_>,
+        algorithm: SigningAlgorithm,
+        digest: &[u8],
+        signature: &[u8],
+    ) -> Result<bool, BackendError> {
+        let private_key = self.unseal_private_key(&key).await?;
+        asymmetric::verify(&private_key, algorithm, digest, signature)
+    }
+
+    async fn asymmetric_encrypt(
+        &self,
+        key: KeyContext<'_>,
+        algorithm: AsymmetricAlgorithm,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
+        let private_key = self.unseal_private_key(&key).await?;
+        asymmetric::encrypt(&private_key, algorithm, plaintext)
+    }
+
+    async fn asymmetric_decrypt(
+        &self,
+        key: KeyContext<'_>,
+        algorithm: AsymmetricAlgorithm,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+        let private_key = self.unseal_private_key(&key).await?;
+        asymmetric::decrypt(&private_key, algorithm, ciphertext)
+    }
+
+    async fn public_key(&self, key: KeyContext<'_>) -> Result<Vec<u8>, BackendError> {
+        asymmetric::public_key(&self.unseal_private_key(&key).await?)
     }
 }
 
@@ -746,10 +881,109 @@ mod tests {
         ));
         let refused = backend
             .new_version(NewVersion {
-                key_spec: KeySpec::Rsa2048,
+                key_spec: KeySpec::EcSm2,
                 ..version(&k1, &v1)
             })
             .await;
         assert!(matches!(refused, Err(BackendError::Unsupported(_))));
+    }
+
+    #[tokio::test]
+    async fn private_keys_are_sealed_in_format_2_and_reseal_keeps_them() {
+        let old = SoftwareBackend::new(RootKey::from_bytes([3; 32]));
+        let (k, v) = (KeyId::generate("cn-hangzhou"), KeyVersionId::generate());
+        let material = old
+            .new_version(NewVersion {
+                key_spec: KeySpec::EcP256,
+                ..version(&k, &v)
+            })
+            .await
+            .unwrap();
+        let sealed = material.sealed.clone().unwrap();
+        assert_eq!(sealed[0], SEALED_FORMAT_VARIABLE);
+        assert_eq!(sealed_root_key_id(&sealed), Some(old.root_key_id()));
+        let ctx = |material| KeyContext {
+            key_id: &k,
+            key_arn: "arn",
+            version_id: &v,
+            material,
+            external_key_id: None,
+            principal: "p",
+            operation: "AsymmetricSign",
+            request_id: "r",
+        };
+        // The row does not show the PKCS#8, nor any 8-byte window of its private scalar part.
+        let pkcs8 = old.unseal_private_key(&ctx(&material)).await.unwrap();
+        assert!(
+            pkcs8.len() > 100
+                && sealed.len() == pkcs8.len() + HEADER_BYTES + NONCE_BYTES + TAG_BYTES
+        );
+        assert!(!sealed.windows(8).any(|w| pkcs8.windows(8).any(|p| p == w)));
+        let public = old.public_key(ctx(&material)).await.unwrap();
+        let digest = [9u8; 32];
+        let signature = old
+            .sign(ctx(&material), SigningAlgorithm::EcdsaSha256, &digest)
+            .await
+            .unwrap();
+
+        // A symmetric operation on an asymmetric row, and the reverse, are refused.
+        assert!(matches!(
+            old.encrypt(ctx(&material), b"x", b"").await,
+            Err(BackendError::InvalidParameter(_))
+        ));
+        let aes = old.new_version(version(&k, &v)).await.unwrap();
+        assert!(matches!(
+            old.public_key(ctx(&aes)).await,
+            Err(BackendError::InvalidParameter(_))
+        ));
+
+        let rotating = SoftwareBackend::with_previous(
+            RootKey::from_bytes([4; 32]),
+            vec![RootKey::from_bytes([3; 32])],
+        );
+        let Resealed::Sealed(resealed) = rotating.reseal(&k, &v, &sealed).await.unwrap() else {
+            panic!("not re-sealed")
+        };
+        assert_eq!(resealed[0], SEALED_FORMAT_VARIABLE);
+        assert_eq!(sealed_root_key_id(&resealed), Some(rotating.root_key_id()));
+        assert_eq!(
+            rotating.reseal(&k, &v, &resealed).await.unwrap(),
+            Resealed::Current
+        );
+        // Format 1 rows reseal in format 1, next to format 2 rows.
+        let aes_sealed = aes.sealed.clone().unwrap();
+        let Resealed::Sealed(aes_resealed) = rotating.reseal(&k, &v, &aes_sealed).await.unwrap()
+        else {
+            panic!("not re-sealed")
+        };
+        assert_eq!(
+            (aes_resealed[0], aes_resealed.len()),
+            (SEALED_FORMAT, SEALED_BYTES)
+        );
+        let only_new = SoftwareBackend::new(RootKey::from_bytes([4; 32]));
+        let moved = VersionMaterial {
+            sealed: Some(resealed.clone()),
+            backend_ref: None,
+        };
+        assert_eq!(only_new.public_key(ctx(&moved)).await.unwrap(), public);
+        assert!(
+            only_new
+                .verify(
+                    ctx(&moved),
+                    SigningAlgorithm::EcdsaSha256,
+                    &digest,
+                    &signature
+                )
+                .await
+                .unwrap()
+        );
+        assert!(only_new.public_key(ctx(&material)).await.is_err());
+        // The format byte is authenticated: a format-2 row relabelled as format 1 does not open.
+        let mut relabelled = resealed;
+        relabelled[0] = SEALED_FORMAT;
+        assert!(only_new.reseal(&k, &v, &relabelled).await.is_err());
+        // Bound to its key and version like format 1.
+        let other = KeyVersionId::generate();
+        assert!(rotating.reseal(&k, &other, &sealed).await.is_err());
     }
 }
