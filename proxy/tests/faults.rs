@@ -59,6 +59,16 @@ async fn a_backend_past_the_deadline_gives_dependency_timeout_then_recovers() {
         .await
         .error(503, "DependencyTimeoutException");
     proxy.backend.set_fault(Fault::None);
+    // Recovery: the delayed calls may still hold the backend for up to 300 ms after the fault
+    // is cleared; the proxy must serve again once they are done, with no other action.
+    let served = eventually(Duration::from_secs(5), || async {
+        client.decrypt(&key, &decrypt_body(&e, None)).await.status == 200
+    })
+    .await;
+    assert!(
+        served,
+        "the proxy did not serve again within 5 s of the fault's end"
+    );
     assert_eq!(client.decrypt_ok(&key, &e, None).await, b"before");
 }
 
