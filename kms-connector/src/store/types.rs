@@ -1,53 +1,12 @@
 //! Value types of the store: the enumerations it persists as their wire names, times, paging.
 
-use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use schemas::kms::KeyState;
 
 use super::error::StoreError;
 
-/// Declares an enumeration stored as `TEXT`, with its wire name both ways.
-macro_rules! text_enum {
-    (
-        $(#[$meta:meta])*
-        $name:ident { $( $(#[$vmeta:meta])* $variant:ident => $text:literal, )+ }
-    ) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name {
-            $( $(#[$vmeta])* $variant, )+
-        }
-
-        impl $name {
-            /// Every value, in declaration order.
-            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
-
-            /// The name stored in the database (and used on the wire).
-            pub const fn as_str(self) -> &'static str {
-                match self {
-                    $( Self::$variant => $text, )+
-                }
-            }
-
-            /// The value with this exact (case-sensitive) name.
-            pub fn parse(text: &str) -> Option<Self> {
-                match text {
-                    $( $text => Some(Self::$variant), )+
-                    _ => None,
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-text_enum! {
+schemas::wire_enum! {
     /// The kind of a KMS instance: where its keys' material lives.
     InstanceKind {
         /// Material sealed under the connector's root key, stored in `key_versions`.
@@ -59,7 +18,7 @@ text_enum! {
     }
 }
 
-text_enum! {
+schemas::wire_enum! {
     /// The connection state of an instance to its key store (external: the XKI proxy).
     ConnectionState {
         /// Never connected.
@@ -86,7 +45,7 @@ impl ConnectionState {
     }
 }
 
-text_enum! {
+schemas::wire_enum! {
     /// `AutomaticRotation` of a key.
     AutomaticRotation {
         /// Rotates every `rotation_interval_secs`.

@@ -5,52 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
-macro_rules! wire_enum {
-    (
-        $(#[$meta:meta])*
-        $name:ident { $( $(#[$vmeta:meta])* $variant:ident => $text:literal, )+ }
-    ) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub enum $name {
-            $( $(#[$vmeta])* $variant, )+
-        }
-
-        impl $name {
-            /// Every value, in declaration order.
-            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
-
-            /// The wire (and stored) name.
-            pub const fn as_str(self) -> &'static str {
-                match self {
-                    $( Self::$variant => $text, )+
-                }
-            }
-
-            /// The value with this exact (case-sensitive) wire name.
-            pub fn parse(text: &str) -> Option<Self> {
-                match text {
-                    $( $text => Some(Self::$variant), )+
-                    _ => None,
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl serde::Serialize for $name {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(self.as_str())
-            }
-        }
-    };
-}
-
-wire_enum! {
+crate::wire_enum! {
     /// `KeySpec`.
     KeySpec {
         /// AES-256 (every instance kind, and the only spec of external keys).
@@ -122,7 +77,7 @@ impl Default for KeySpec {
     }
 }
 
-wire_enum! {
+crate::wire_enum! {
     /// `KeyUsage`.
     KeyUsage {
         /// Encrypt and decrypt.
@@ -132,7 +87,7 @@ wire_enum! {
     }
 }
 
-wire_enum! {
+crate::wire_enum! {
     /// `Origin`: where a key's material came from.
     Origin {
         /// Made by KMS (or by its HSM / external key manager).
@@ -149,7 +104,7 @@ impl Default for Origin {
     }
 }
 
-wire_enum! {
+crate::wire_enum! {
     /// `ProtectionLevel`.
     ProtectionLevel {
         /// Software-protected.
@@ -159,7 +114,7 @@ wire_enum! {
     }
 }
 
-wire_enum! {
+crate::wire_enum! {
     /// `Algorithm` of AsymmetricSign / AsymmetricVerify (over a SHA-256 digest).
     SigningAlgorithm {
         /// RSASSA-PSS, SHA-256, MGF1-SHA-256, 32-byte salt.
@@ -171,7 +126,7 @@ wire_enum! {
     }
 }
 
-wire_enum! {
+crate::wire_enum! {
     /// `Algorithm` of AsymmetricEncrypt / AsymmetricDecrypt.
     AsymmetricAlgorithm {
         /// RSAES-OAEP with SHA-256 (and MGF1-SHA-256).
