@@ -45,6 +45,10 @@ pub trait InstanceControl: Send + Sync + 'static {
     /// Sets a state read from the store unless a connect, disconnect or restore came after
     /// epoch `seen` (the read is stale then).
     fn restore_at(&self, _seen: u64, _status: InstanceStatus) {}
+    /// Connects unless a connect, disconnect or restore came after epoch `seen`.
+    async fn connect_at(&self, _seen: u64) -> InstanceStatus {
+        self.connect().await
+    }
     /// Every state change (including those the backend makes on its own).
     fn subscribe(&self) -> Option<watch::Receiver<InstanceStatus>> {
         None
@@ -284,14 +288,15 @@ impl Instances {
             return Ok(());
         };
         // The local state first, then the row: a connect made here in between has stored its
-        // intent already, and a stale row cannot undo it (`restore_at` checks the epoch).
+        // intent already, and a stale row cannot undo or supersede it (`restore_at` and
+        // `connect_at` act only if no connect, disconnect or restore came since `seen`).
         let seen = control.epoch();
         let local_up = handle.backend.status().state.wanted_up();
         let row = self.store.get_instance(&handle.id).await?;
         match (row.connection_state.wanted_up(), local_up) {
             (true, false) => {
                 tracing::info!(instance = %handle.id, "connecting: the instance was connected on another replica");
-                let status = control.connect().await;
+                let status = control.connect_at(seen).await;
                 self.observe(handle, status).await?;
             }
             (false, true) => {
@@ -505,6 +510,10 @@ mod external {
 
         fn restore_at(&self, seen: u64, status: InstanceStatus) {
             self.0.restore_at(seen, status);
+        }
+
+        async fn connect_at(&self, seen: u64) -> InstanceStatus {
+            self.0.connect_at(seen).await
         }
 
         fn subscribe(&self) -> Option<watch::Receiver<InstanceStatus>> {

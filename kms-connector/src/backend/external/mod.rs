@@ -167,11 +167,25 @@ impl ExternalBackend {
     /// `Connected` or `Error(code)`. Returns the state it ended in (`Disconnected` if a
     /// disconnect came meanwhile). Waits for the proxy (at most one `timeout_ms`).
     pub async fn connect(&self) -> InstanceStatus {
+        let ticket = self.inner.monitor.begin_connect();
+        self.run_connect(ticket).await
+    }
+
+    /// [`Self::connect`] unless a connect, disconnect or restore came after epoch `seen`
+    /// (a replica following the stored state: what came after its read wins).
+    pub async fn connect_at(&self, seen: u64) -> InstanceStatus {
+        match self.inner.monitor.begin_connect_at(seen) {
+            Some(ticket) => self.run_connect(ticket).await,
+            None => self.status(),
+        }
+    }
+
+    async fn run_connect(&self, ticket: Ticket) -> InstanceStatus {
         let inner = &self.inner;
         tracing::info!(target: "kms_connector::external", endpoint = %inner.endpoint, path = %inner.path, connectivity = inner.connectivity.as_str(), "connecting external instance");
         let mut attempt = ConnectAttempt {
             monitor: &inner.monitor,
-            ticket: Some(inner.monitor.begin_connect()),
+            ticket: Some(ticket),
         };
         let result = inner.client.health(CONNECT_OPERATION).await;
         let outcome = health_outcome(result).unwrap_or(Err(ConnectionError::NotReachable));

@@ -130,6 +130,17 @@ impl ConnectionMonitor {
     /// `connect()` begins: `Connecting`, new epoch.
     pub(crate) fn begin_connect(&self) -> Ticket {
         let mut epoch = self.lock();
+        Self::start_connect(self, &mut epoch)
+    }
+
+    /// [`Self::begin_connect`] unless another epoch began since `seen` (then a connect or
+    /// disconnect made after the caller's read is under way or done, and wins).
+    pub(crate) fn begin_connect_at(&self, seen: u64) -> Option<Ticket> {
+        let mut epoch = self.lock();
+        (epoch.number == seen).then(|| Self::start_connect(self, &mut epoch))
+    }
+
+    fn start_connect(&self, epoch: &mut Epoch) -> Ticket {
         epoch.number += 1;
         epoch.connects += 1;
         self.set(plain(ConnectionState::Connecting));
@@ -267,6 +278,17 @@ mod tests {
         let seen = m.epoch();
         assert!(m.restore_at(seen, plain(ConnectionState::Disconnected)));
         assert_eq!(m.current().state, ConnectionState::Disconnected);
+    }
+
+    #[test]
+    fn a_connect_from_a_stale_read_does_not_supersede_a_newer_one() {
+        let m = ConnectionMonitor::new("https://x".into());
+        let seen = m.epoch();
+        let newer = m.begin_connect();
+        assert!(m.begin_connect_at(seen).is_none());
+        m.end_connect(newer, Some(Ok(())));
+        assert_eq!(m.current(), InstanceStatus::CONNECTED);
+        assert!(m.begin_connect_at(m.epoch()).is_some());
     }
 
     #[test]
