@@ -220,21 +220,6 @@ async fn no_plaintext_data_key_or_secret_reaches_the_database() {
     }
 }
 
-fn cli(app: &TestApp, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_kms-connector"))
-        .arg("--config")
-        .arg(&app.config_path)
-        .args(args)
-        .env_remove("KMS_CONNECTOR_CONFIG")
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8(output.stdout).unwrap(),
-        String::from_utf8(output.stderr).unwrap(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_reads_the_same_store() {
     let app = TestApp::start().await;
@@ -246,7 +231,7 @@ async fn the_cli_reads_the_same_store() {
     c.ok("Encrypt", &[("KeyId", &key), ("Plaintext", "p")])
         .await;
 
-    let (ok, out, err) = cli(&app, &["check-config"]);
+    let (ok, out, err) = harness::cli(&app.config_path, &["check-config"]);
     assert!(ok, "{err}");
     assert!(
         out.contains("is valid") && out.contains(SOFTWARE) && out.contains("software"),
@@ -259,25 +244,25 @@ async fn the_cli_reads_the_same_store() {
             "check-config printed a secret"
         );
     }
-    let (ok, out, _) = cli(&app, &["keys", "list"]);
+    let (ok, out, _) = harness::cli(&app.config_path, &["keys", "list"]);
     assert!(
         ok && out.contains(&key) && out.contains("Enabled") && out.contains("cli key"),
         "{out}"
     );
-    let (ok, out, _) = cli(&app, &["keys", "describe", &key]);
+    let (ok, out, _) = harness::cli(&app.config_path, &["keys", "describe", &key]);
     let meta: Value = serde_json::from_str(&out).unwrap();
     assert!(ok);
     assert_eq!(meta["KeyId"], Value::String(key.clone()));
-    let (ok, out, _) = cli(&app, &["instances", "list"]);
+    let (ok, out, _) = harness::cli(&app.config_path, &["instances", "list"]);
     assert!(
         ok && out.contains(SOFTWARE) && out.contains("Connected"),
         "{out}"
     );
-    let (ok, out, _) = cli(&app, &["instances", "describe", SOFTWARE]);
+    let (ok, out, _) = harness::cli(&app.config_path, &["instances", "describe", SOFTWARE]);
     let described: Value = serde_json::from_str(&out).unwrap();
     assert!(ok);
     assert_eq!(described["KeyNum"], 1);
-    let (ok, out, _) = cli(&app, &["audit", "--key-id", &key, "--json"]);
+    let (ok, out, _) = harness::cli(&app.config_path, &["audit", "--key-id", &key, "--json"]);
     assert!(ok);
     let actions: Vec<String> = out
         .lines()
@@ -289,13 +274,16 @@ async fn the_cli_reads_the_same_store() {
         })
         .collect();
     assert_eq!(actions, ["Encrypt", "CreateKey"], "newest first");
-    let (ok, out, _) = cli(&app, &["audit", "--action", "CreateKey", "--limit", "5"]);
+    let (ok, out, _) = harness::cli(
+        &app.config_path,
+        &["audit", "--action", "CreateKey", "--limit", "5"],
+    );
     assert!(
         ok && out.starts_with("TIME") && out.contains("CreateKey") && !out.contains("Encrypt"),
         "{out}"
     );
     // connect / disconnect ask the server at the configured address; port 0 names none.
-    let (ok, _, err) = cli(&app, &["instances", "connect", SOFTWARE]);
+    let (ok, _, err) = harness::cli(&app.config_path, &["instances", "connect", SOFTWARE]);
     assert!(!ok, "{err}");
 }
 

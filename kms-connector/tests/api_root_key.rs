@@ -13,23 +13,8 @@ mod xki;
 
 use std::process::Command;
 
-use harness::TestApp;
+use harness::{TestApp, cli};
 use kms_connector::config::Config;
-
-fn cli(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_kms-connector"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("KMS_CONNECTOR_CONFIG")
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8(output.stdout).unwrap(),
-        String::from_utf8(output.stderr).unwrap(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn root_key_rotation_is_resumable_and_changes_no_key() {

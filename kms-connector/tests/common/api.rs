@@ -362,6 +362,23 @@ pub fn spawn_listeners(
         .unwrap_or_else(|e| panic!("kms-connector did not start: {e}"))
 }
 
+/// Runs the real `kms-connector` binary with `--config config` and `args`: whether it
+/// succeeded, its stdout and its stderr.
+pub fn cli(config: &Path, args: &[&str]) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kms-connector"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("KMS_CONNECTOR_CONFIG")
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
 /// Which signature a client sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signing {
